@@ -1,0 +1,52 @@
+# lakeshard — `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export LAKESHARD_CACHE ?= $(HOME)/.cache/lakeshard
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+ENV_STAMP := $(VENV)/.lakeshard-env
+PYTEST_ARGS ?=
+
+.PHONY: help env demo test test-minio lint format bench chaos clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(ENV_STAMP): setup.cfg pyproject.toml pipelines/jvm/pom.xml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pipelines.jvm resolve
+	$(PY) -m pipelines.jvm defaults
+	@touch $@
+
+env: $(ENV_STAMP) ## create .venv, install lakeshard, resolve the pinned JVM artifacts once
+
+demo: env ## ingest the bundled sample data twice into ./lake and print a summary
+	$(PY) -m pipelines.demo
+
+test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-minio: env ## run the S3 suite against MinIO built from the Go module proxy
+	bash infra/s3/build_minio.sh
+	LAKESHARD_S3_SERVER=minio LAKESHARD_MINIO_BIN=$(LAKESHARD_CACHE)/bin/minio \
+		$(PY) -m pytest -m s3 $(PYTEST_ARGS)
+
+lint: env ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check pipelines jobs tests bench infra
+	$(VENV)/bin/ruff format --check pipelines jobs tests bench infra
+	$(VENV)/bin/mypy
+
+format: env ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format pipelines jobs tests bench infra
+	$(VENV)/bin/ruff check --fix pipelines jobs tests bench infra
+
+bench: env ## benchmarks: ratios against a baseline measured in the same run
+	$(PY) bench/ingest_overhead.py
+
+clean: ## remove the environment, the demo lake and caches inside the checkout
+	rm -rf $(VENV) lake build *.egg-info .pytest_cache .mypy_cache .ruff_cache

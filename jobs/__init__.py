@@ -1,0 +1,1 @@
+"""spark-submit entry points: ``spark-submit jobs/<verb>.py ARGS...``."""

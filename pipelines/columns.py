@@ -1,0 +1,29 @@
+"""Bookkeeping column names and small helpers for column references."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+CONTENT_HASH = "_content_hash"
+SOURCE_FILE = "_source_file"
+SOURCE_ROW = "_source_row"
+RUN_ID = "_run_id"
+INGESTED_AT = "_ingested_at"
+RAW = "_raw"
+REASON = "_reason"
+MALFORMED = "_malformed"
+SPLIT_START = "_split_start"
+ROW_IN_FILE = "_row_index"  # exact 0-based row index where the format gives one (Parquet)
+MONO = "_mono"
+BLANK = "_blank"  # a blank line in a JSON-lines file: counted as a line, not as a record
+
+
+def col(name: str) -> Column:
+    """A column by its exact name, whatever characters it holds (dots, spaces, backticks)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def value_col(index: int) -> str:
+    """Internal name of the i-th declared column while a batch is processed."""
+    return f"__v{index}"

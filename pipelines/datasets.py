@@ -1,0 +1,255 @@
+"""Dataset declarations: ``<schemas>/<dataset>/dataset.yaml`` plus versioned ``vN.yaml`` schemas.
+
+Loading validates everything up front and names the file and key of any mistake, so a bad
+declaration fails in milliseconds, before Spark starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyspark.sql import types as T
+
+from pipelines.errors import ConfigError
+from pipelines.types import TypeParseError, parse_type
+
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+FORMATS = ("csv", "json", "parquet")
+ENCODINGS = ("utf-8",)  # more arrive with the encoding option
+_VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.ya?ml")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: T.DataType
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    version: int
+    columns: tuple[Column, ...]
+    path: Path
+
+    def struct(self) -> T.StructType:
+        """The Spark schema, nullability included."""
+        return T.StructType([T.StructField(c.name, c.dtype, c.nullable) for c in self.columns])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    header: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    escape: str = '"'
+    null_values: tuple[str, ...] = ("",)
+    # Quoted newlines are legal CSV; Spark only parses them with multiLine, which reads each file
+    # in one task. Turn it off only for huge single files known to have no quoted newlines.
+    multiline: bool = True
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    format: str
+    versions: tuple[SchemaVersion, ...]
+    path: Path
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def schema(self) -> SchemaVersion:
+        """The current (highest) schema version."""
+        return self.versions[-1]
+
+
+def list_datasets(schemas_dir: Path) -> list[str]:
+    if not schemas_dir.is_dir():
+        return []
+    return sorted(p.name for p in schemas_dir.iterdir() if (p / "dataset.yaml").is_file())
+
+
+def load_dataset(schemas_dir: Path, name: str) -> Dataset:
+    """Load and validate one dataset declaration; a ConfigError names the file and key."""
+    if not NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid dataset name {name!r}: use [a-z][a-z0-9_]*, at most 64 characters"
+        )
+    folder = schemas_dir / name
+    decl_path = folder / "dataset.yaml"
+    if not decl_path.is_file():
+        known = ", ".join(list_datasets(schemas_dir)) or "none"
+        raise ConfigError(f"unknown dataset {name!r}: no {decl_path} (known: {known})")
+    decl = _Mapping(_read_yaml(decl_path), decl_path, "")
+    fmt = decl.choice("format", FORMATS)
+    csv = _csv_options(decl.mapping("csv")) if decl.has("csv") else CsvOptions()
+    if decl.has("csv") and fmt != "csv":
+        raise ConfigError(f"{decl_path}: csv: only applies to format: csv (format is {fmt})")
+    partition_by = tuple(decl.str_list("partition_by"))
+    decl.reject_unknown()
+
+    versions = _load_versions(folder)
+    current = versions[-1]
+    for index, col in enumerate(partition_by):
+        if col not in current.names:
+            raise ConfigError(
+                f"{decl_path}: partition_by[{index}]: unknown column {col!r} "
+                f"(columns of {current.path.name}: {', '.join(current.names)})"
+            )
+        dtype = next(c.dtype for c in current.columns if c.name == col)
+        if isinstance(dtype, T.ArrayType | T.MapType | T.StructType | T.BinaryType | T.FloatType
+                      | T.DoubleType):
+            raise ConfigError(
+                f"{decl_path}: partition_by[{index}]: column {col!r} of type "
+                f"{dtype.simpleString()} cannot be a partition column"
+            )
+    return Dataset(name=name, format=fmt, versions=versions, path=folder, csv=csv,
+                   partition_by=partition_by)
+
+
+def _load_versions(folder: Path) -> tuple[SchemaVersion, ...]:
+    found: dict[int, Path] = {}
+    for path in folder.iterdir():
+        match = _VERSION_FILE.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    if not found:
+        raise ConfigError(f"{folder}: no schema version (expected v1.yaml)")
+    expected = list(range(1, max(found) + 1))
+    if sorted(found) != expected:
+        missing = ", ".join(f"v{n}.yaml" for n in expected if n not in found)
+        raise ConfigError(f"{folder}: schema versions must be contiguous; missing {missing}")
+    return tuple(_load_version(n, found[n]) for n in expected)
+
+
+def _load_version(number: int, path: Path) -> SchemaVersion:
+    doc = _Mapping(_read_yaml(path), path, "")
+    raw_columns = doc.get("columns")
+    if not isinstance(raw_columns, list) or not raw_columns:
+        raise ConfigError(f"{path}: columns: expected a non-empty list of columns")
+    doc.reject_unknown()
+    columns: list[Column] = []
+    for index, raw in enumerate(raw_columns):
+        where = f"columns[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: {where}: expected a mapping with name and type")
+        item = _Mapping(raw, path, where + ".")
+        name = item.string("name")
+        if not re.fullmatch(r"[^\x00-\x1f]{1,255}", name) or name.startswith("_"):
+            raise ConfigError(
+                f"{path}: {where}.name: {name!r} is not allowed "
+                "(names starting with '_' are reserved for lakeshard's bookkeeping columns)"
+            )
+        type_text = item.string("type")
+        try:
+            dtype = parse_type(type_text)
+        except TypeParseError as exc:
+            raise ConfigError(f"{path}: {where}.type: {exc}") from None
+        nullable = item.boolean("nullable", default=True)
+        item.reject_unknown()
+        if any(c.name.lower() == name.lower() for c in columns):
+            raise ConfigError(f"{path}: {where}.name: duplicate column {name!r}")
+        columns.append(Column(name=name, dtype=dtype, nullable=nullable))
+    return SchemaVersion(version=number, columns=tuple(columns), path=path)
+
+
+def _csv_options(csv: _Mapping) -> CsvOptions:
+    defaults = CsvOptions()
+    options = CsvOptions(
+        header=csv.boolean("header", default=defaults.header),
+        delimiter=csv.string("delimiter", default=defaults.delimiter),
+        quote=csv.string("quote", default=defaults.quote),
+        escape=csv.string("escape", default=defaults.escape),
+        null_values=tuple(csv.str_list("null_values", default=list(defaults.null_values))),
+        multiline=csv.boolean("multiline", default=defaults.multiline),
+    )
+    for key in ("delimiter", "quote", "escape"):
+        if len(getattr(options, key)) != 1:
+            raise ConfigError(f"{csv.path}: csv.{key}: must be exactly one character")
+    csv.reject_unknown()
+    return options
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return doc
+
+
+class _Mapping:
+    """A YAML mapping read key by key, so that unknown keys and wrong types name file and key."""
+
+    def __init__(self, data: dict[str, Any], path: Path, prefix: str) -> None:
+        self.data = data
+        self.path = path
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def _fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.prefix}{key}: {problem}")
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.get(key)
+        if value is None and default is not None:
+            return default
+        if not isinstance(value, str) or value == "":
+            raise self._fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(key, f"expected true or false, got {value!r}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...]) -> str:
+        value = self.get(key)
+        if value not in options:
+            raise self._fail(key, f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+        value = self.get(key)
+        if value is None:
+            return list(default or [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, f"expected a list of strings, got {value!r}")
+        return value
+
+    def mapping(self, key: str) -> _Mapping:
+        value = self.get(key)
+        if not isinstance(value, dict):
+            raise self._fail(key, f"expected a mapping, got {value!r}")
+        return _Mapping(value, self.path, f"{self.prefix}{key}.")
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(str(k) for k in self.data if k not in self.seen)
+        if unknown:
+            raise self._fail(unknown[0], "unknown key")

@@ -1,0 +1,118 @@
+"""The JVM artifacts Spark needs beside pyspark (Delta, hadoop-aws, AWS SDK v2 modules).
+
+They are pinned in ``pom.xml`` next to this file, resolved from Maven Central once into a cache
+folder named after the pom's hash, and then used offline by every SparkSession and spark-submit.
+
+    python -m pipelines.jvm resolve     # download once (needs Maven and the network)
+    python -m pipelines.jvm path        # print the jar folder
+    python -m pipelines.jvm defaults    # write spark-defaults.conf for plain spark-submit / pyspark
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipelines.errors import ConfigError
+
+POM = Path(__file__).with_name("pom.xml")
+LOG4J = Path(__file__).with_name("log4j2.properties")
+COMPLETE = ".complete"
+
+
+def cache_root() -> Path:
+    """``LAKESHARD_CACHE`` or ``~/.cache/lakeshard``: shared by every clone on the machine."""
+    configured = os.environ.get("LAKESHARD_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "lakeshard"
+
+
+def jars_dir() -> Path:
+    """The folder holding this pom's jars (``LAKESHARD_JARS`` overrides it)."""
+    configured = os.environ.get("LAKESHARD_JARS")
+    if configured:
+        return Path(configured)
+    stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    return cache_root() / f"jars-{stamp}"
+
+
+def jar_paths() -> list[str]:
+    """Absolute paths of the resolved jars, sorted; a ConfigError if they were never resolved."""
+    folder = jars_dir()
+    if not (folder / COMPLETE).exists():
+        raise ConfigError(
+            f"JVM artifacts are not resolved in {folder}: run `make env` "
+            "(or `python -m pipelines.jvm resolve`) once with network access"
+        )
+    return sorted(str(p) for p in folder.glob("*.jar"))
+
+
+def resolve() -> Path:
+    """Download the pinned artifacts into the cache unless they are already there."""
+    folder = jars_dir()
+    if (folder / COMPLETE).exists():
+        return folder
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ConfigError("Maven (`mvn`) is needed once to resolve the JVM artifacts; install it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".jars-", dir=folder.parent))
+    cmd = [
+        mvn, "-B", "-q", f"-Dmaven.repo.local={cache_root() / 'm2'}", "-f", str(POM),
+        "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+    ]
+    subprocess.run(cmd, check=True)
+    (staging / COMPLETE).write_text("".join(p.name + "\n" for p in sorted(staging.glob("*.jar"))))
+    try:
+        staging.rename(folder)  # atomic: a concurrent resolver either wins or finds it complete
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def spark_defaults() -> str:
+    """spark-defaults.conf lines that give plain spark-submit / pyspark Delta and S3A."""
+    return "\n".join(
+        [
+            "# Written by `python -m pipelines.jvm defaults`: lakeshard's pinned JVM artifacts.",
+            f"spark.jars {','.join(jar_paths())}",
+            "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            "",
+        ]
+    )
+
+
+def write_spark_defaults() -> Path:
+    """Install spark-defaults.conf into the SPARK_HOME of the pyspark in this environment."""
+    import pyspark
+
+    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(pyspark.__file__).parent / "conf")
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    target = conf_dir / "spark-defaults.conf"
+    target.write_text(spark_defaults())
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    verb = args[0] if args else "path"
+    try:
+        if verb == "resolve":
+            print(resolve())
+        elif verb == "path":
+            print(jars_dir())
+        elif verb == "defaults":
+            print(write_spark_defaults())
+        else:
+            print(f"usage: python -m pipelines.jvm [resolve|path|defaults] (got {verb!r})",
+                  file=sys.stderr)
+            return 2
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from pipelines.jvm import main
+
+sys.exit(main())

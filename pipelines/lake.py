@@ -1,0 +1,130 @@
+"""Delta I/O: the dataset table, its quarantine, and the run log, all under the lake root."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+_NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), nullable=False),
+        T.StructField("command", T.StringType(), nullable=False),
+        T.StructField("dataset", T.StringType(), nullable=False),
+        T.StructField("status", T.StringType(), nullable=False),
+        T.StructField("started_at", T.TimestampType(), nullable=False),
+        T.StructField("ended_at", T.TimestampType(), nullable=True),
+        T.StructField("sources", T.ArrayType(T.StringType()), nullable=True),
+        T.StructField("schema_version", T.IntegerType(), nullable=True),
+        T.StructField("table_version", T.LongType(), nullable=True),
+        T.StructField("files_seen", T.LongType(), nullable=True),
+        T.StructField("files_skipped", T.LongType(), nullable=True),
+        T.StructField("rows_read", T.LongType(), nullable=True),
+        T.StructField("rows_written", T.LongType(), nullable=True),
+        T.StructField("rows_duplicate", T.LongType(), nullable=True),
+        T.StructField("rows_quarantined", T.LongType(), nullable=True),
+        T.StructField("rows_dropped", T.LongType(), nullable=True),
+        T.StructField("error", T.StringType(), nullable=True),
+        T.StructField("lakeshard_version", T.StringType(), nullable=False),
+        T.StructField("details", T.StringType(), nullable=True),  # JSON for later additions
+    ]
+)
+
+
+def _location(uri: str) -> str:
+    """Delta compares table locations as Hadoop paths: ``file:///x`` must be given as ``/x``."""
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+@dataclass(frozen=True)
+class Commit:
+    version: int | None  # None: nothing was committed
+    rows: int
+
+
+def table_exists(spark: SparkSession, uri: str) -> bool:
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def ensure_table(
+    spark: SparkSession,
+    uri: str,
+    schema: T.StructType,
+    partition_by: Sequence[str] = (),
+    description: str | None = None,
+) -> None:
+    """Create the Delta table with exactly this schema (NOT NULL kept) unless it exists."""
+    if table_exists(spark, uri):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(_location(uri)).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    if description:
+        builder = builder.comment(description)
+    if any(ch in _NEEDS_COLUMN_MAPPING for f in schema.fields for ch in f.name):
+        # Parquet cannot name such columns; Delta's column mapping stores them by id instead.
+        builder = (
+            builder.property("delta.columnMapping.mode", "name")
+            .property("delta.minReaderVersion", "2")
+            .property("delta.minWriterVersion", "5")
+        )
+    builder.execute()
+
+
+def append(frame: DataFrame, uri: str, run_id: str) -> Commit:
+    """Append in one commit tagged with the run id; report the version and rows it wrote."""
+    (
+        frame.write.format("delta")
+        .mode("append")
+        .option("userMetadata", run_id)
+        .option("compression", "zstd")
+        .save(uri)
+    )
+    return commit_of(frame.sparkSession, uri, run_id)
+
+
+def commit_of(spark: SparkSession, uri: str, run_id: str) -> Commit:
+    """The commit a run made to a table (found by its userMetadata), or none."""
+    history = DeltaTable.forPath(spark, uri).history(20)
+    rows = (
+        history.filter(history.userMetadata == run_id)
+        .select("version", "operationMetrics")
+        .orderBy(history.version.desc())
+        .limit(1)
+        .collect()
+    )
+    if not rows:
+        return Commit(version=None, rows=0)
+    metrics = rows[0]["operationMetrics"] or {}
+    return Commit(version=int(rows[0]["version"]), rows=int(metrics.get("numOutputRows", 0)))
+
+
+def current_version(spark: SparkSession, uri: str) -> int | None:
+    if not table_exists(spark, uri):
+        return None
+    latest = DeltaTable.forPath(spark, uri).history(1).select("version").collect()
+    return int(latest[0]["version"]) if latest else None
+
+
+def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(uri)
+
+
+def record_run(spark: SparkSession, uri: str, record: dict[str, Any]) -> None:
+    """Append one record to the run log (a small Delta table shared by all datasets)."""
+    ensure_table(spark, uri, RUNS_SCHEMA, description="lakeshard run log")
+    row = {f.name: record.get(f.name) for f in RUNS_SCHEMA.fields}
+    if isinstance(row.get("details"), dict):
+        row["details"] = json.dumps(row["details"], sort_keys=True)
+    frame = spark.createDataFrame([row], schema=RUNS_SCHEMA)
+    frame.write.format("delta").mode("append").save(uri)

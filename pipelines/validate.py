@@ -1,0 +1,213 @@
+"""Pure transformations from raw records to typed rows, quarantine rows and table rows.
+
+Nothing here reads, writes, collects or looks up configuration: each function takes DataFrames
+and returns a DataFrame, composed by :mod:`pipelines.ingest` with ``DataFrame.transform``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines import hashing
+from pipelines.columns import (
+    BLANK,
+    CONTENT_HASH,
+    INGESTED_AT,
+    MALFORMED,
+    MONO,
+    RAW,
+    REASON,
+    ROW_IN_FILE,
+    RUN_ID,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    SPLIT_START,
+    col,
+    value_col,
+)
+from pipelines.datasets import Dataset, SchemaVersion
+
+QUARANTINE_KEY = "_quarantine_key"
+_SHOWN_CHARS = 60  # how much of a bad value a reason quotes
+
+
+def typed_col(index: int) -> str:
+    return f"__t{index}"
+
+
+def _cast_from_source(source: Column, source_type: T.DataType, target: T.DataType) -> Column:
+    """Strict (ANSI) conversion: null when the value does not fit the target type."""
+    complex_target = isinstance(target, T.ArrayType | T.MapType | T.StructType)
+    if isinstance(source_type, T.StringType) and complex_target:
+        return F.from_json(source, target, {"mode": "PERMISSIVE"})
+    if isinstance(source_type, T.StringType) and isinstance(target, T.StringType):
+        return source
+    return source.try_cast(target)
+
+
+def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
+    """Add ``__t<i>`` (declared types) and ``_reason`` (null for a valid record)."""
+    schema = dataset.schema
+    null_tokens = list(dataset.csv.null_values) if dataset.format == "csv" else []
+    typed: list[Column] = []
+    problems: list[Column] = []
+    for i, column in enumerate(schema.columns):
+        source = col(value_col(i))
+        source_type = frame.schema[value_col(i)].dataType
+        if null_tokens and isinstance(source_type, T.StringType):
+            source = F.when(~source.isin(null_tokens), source)
+        value = _cast_from_source(source, source_type, column.dtype)
+        typed.append(value.alias(typed_col(i)))
+        does_not_fit = source.isNotNull() & value.isNull()
+        shown = F.substring(source.cast("string"), 1, _SHOWN_CHARS)
+        problems.append(
+            F.when(
+                does_not_fit,
+                F.concat(
+                    F.lit(f"column {column.name}: cannot read '"),
+                    shown,
+                    F.lit(f"' as {column.dtype.simpleString()}"),
+                ),
+            )
+        )
+        if not column.nullable:
+            missing = source.isNull()
+            problems.append(
+                F.when(missing, F.lit(f"column {column.name}: null in a non-nullable column"))
+            )
+    joined = F.concat_ws("; ", *problems)
+    reason = F.coalesce(col(MALFORMED), F.when(joined != "", joined))
+    return frame.select("*", *typed, reason.alias(REASON))
+
+
+def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
+    """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`."""
+    record = F.struct(*[col(typed_col(i)).alias(c.name) for i, c in enumerate(schema.columns)])
+    valid = col(REASON).isNull() & ~col(BLANK)
+    hash_udf = F.arrow_udf(_hash_records, T.BinaryType())
+    return frame.withColumn(CONTENT_HASH, F.when(valid, hash_udf(record)))
+
+
+def _hash_records(records: pa.Array) -> pa.Array:
+    return hashing.content_hashes(records)
+
+
+def with_source_rows(frame: DataFrame) -> DataFrame:
+    """Add ``_source_row``: the 1-based record number of each row within its source file.
+
+    A file may be read in several splits; within a split rows keep file order and consecutive
+    ``monotonically_increasing_id`` values. So a row's number is the rows of the file's earlier
+    splits plus its offset in its own split. Parquet gives the row index directly.
+    """
+    per_split = frame.groupBy(SOURCE_FILE, SPLIT_START).agg(
+        F.count(F.lit(1)).alias("_split_rows"), F.min(MONO).alias("_split_first")
+    )
+    earlier = Window.partitionBy(SOURCE_FILE).orderBy(SPLIT_START).rowsBetween(
+        Window.unboundedPreceding, -1
+    )
+    offsets = per_split.select(
+        SOURCE_FILE,
+        SPLIT_START,
+        "_split_first",
+        F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
+    )
+    located = frame.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
+    counted = col("_rows_before") + (col(MONO) - col("_split_first")) + 1
+    return located.withColumn(
+        SOURCE_ROW, F.coalesce(col(ROW_IN_FILE) + 1, counted)
+    ).drop("_split_first", "_rows_before")
+
+
+def first_of_each_hash(valid: DataFrame) -> DataFrame:
+    """Keep one row per content hash: the first by source file and position (deterministic)."""
+    order = Window.partitionBy(CONTENT_HASH).orderBy(SOURCE_FILE, SPLIT_START, MONO)
+    return (
+        valid.withColumn("_nth", F.row_number().over(order))
+        .filter(col("_nth") == 1)
+        .drop("_nth")
+    )
+
+
+def not_in(rows: DataFrame, existing: DataFrame | None, key: str) -> DataFrame:
+    """Rows whose ``key`` is not among ``existing``'s (all of them when there is no table)."""
+    if existing is None:
+        return rows
+    return rows.join(existing.select(key).distinct(), on=key, how="left_anti")
+
+
+def table_rows(frame: DataFrame, schema: SchemaVersion, run_id: str, now: Column) -> DataFrame:
+    """The table's columns, in order, with their declared types."""
+    declared = [
+        col(typed_col(i)).cast(c.dtype).alias(c.name) for i, c in enumerate(schema.columns)
+    ]
+    return frame.select(
+        *declared,
+        col(CONTENT_HASH).cast("binary").alias(CONTENT_HASH),
+        col(SOURCE_FILE).cast("string").alias(SOURCE_FILE),
+        F.lit(run_id).alias(RUN_ID),
+        now.cast("timestamp").alias(INGESTED_AT),
+    )
+
+
+def table_schema(schema: SchemaVersion) -> T.StructType:
+    """The Delta table's schema: declared columns (nullability kept) plus bookkeeping."""
+    return T.StructType(
+        list(schema.struct().fields)
+        + [
+            T.StructField(CONTENT_HASH, T.BinaryType(), nullable=False),
+            T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
+            T.StructField(RUN_ID, T.StringType(), nullable=False),
+            T.StructField(INGESTED_AT, T.TimestampType(), nullable=False),
+        ]
+    )
+
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField(QUARANTINE_KEY, T.StringType(), nullable=False),
+        T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
+        T.StructField(SOURCE_ROW, T.LongType(), nullable=False),
+        T.StructField(RAW, T.StringType(), nullable=True),
+        T.StructField(REASON, T.StringType(), nullable=False),
+        T.StructField("_format", T.StringType(), nullable=False),
+        T.StructField("_schema_version", T.IntegerType(), nullable=False),
+        T.StructField(RUN_ID, T.StringType(), nullable=False),
+        T.StructField("_quarantined_at", T.TimestampType(), nullable=False),
+    ]
+)
+
+
+def quarantine_rows(
+    bad: DataFrame, dataset: Dataset, run_id: str, now: Column
+) -> DataFrame:
+    """Quarantine records: where each came from, the raw record, and why it was refused.
+
+    The key (file, row, raw record) makes quarantining idempotent: the same bad record read
+    again from the same place is recognised, not stored twice.
+    """
+    key = F.sha2(
+        F.concat_ws("\u0000", col(SOURCE_FILE), col(SOURCE_ROW).cast("string"),
+                    F.coalesce(col(RAW), F.lit(""))),
+        256,
+    )
+    return bad.select(
+        key.alias(QUARANTINE_KEY),
+        col(SOURCE_FILE),
+        col(SOURCE_ROW).cast("long").alias(SOURCE_ROW),
+        col(RAW),
+        col(REASON),
+        F.lit(dataset.format).alias("_format"),
+        F.lit(dataset.schema.version).alias("_schema_version"),
+        F.lit(run_id).alias(RUN_ID),
+        now.cast("timestamp").alias("_quarantined_at"),
+    )
+
+
+def schema_fields(schema: T.StructType) -> Sequence[tuple[str, str, bool]]:
+    """(name, type, nullable) triples, for comparing schemas in tests and checks."""
+    return [(f.name, f.dataType.simpleString(), f.nullable) for f in schema.fields]
