@@ -107,6 +107,8 @@ def _ingest(
     spark: SparkSession, settings: Settings, dataset: Dataset, sources: list[str], out: Summary
 ) -> None:
     t0 = time.monotonic()
+    context = spark.sparkContext
+    out.extra["spark"] = {"master": context.master, "app_id": context.applicationId}
     files = storage.list_sources(spark, sources)
     out.files_seen = len(files)
     size_mb = sum(f.size for f in files) / 1e6

@@ -1,0 +1,100 @@
+"""Shared fixtures: one SparkSession per run, a real S3 server, a real standalone cluster.
+
+The S3 server (SeaweedFS by default, MinIO with LAKESHARD_S3_SERVER=minio) and the Spark
+cluster are real processes on loopback, started here and stopped at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from infra.s3 import server as s3_server
+from infra.spark import cluster as spark_cluster
+from pipelines import jvm
+from pipelines.spark import get_spark, s3a_options
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO / "schemas"
+CONFORMANCE = Path(os.environ.get("LAKESHARD_CONFORMANCE", REPO.parent / "shared" / "conformance"))
+
+# Small test data: few shuffle partitions, no UI, deterministic time zone.
+_TEST_SPARK_CONF = ";".join(
+    [
+        "spark.sql.shuffle.partitions=4",
+        "spark.default.parallelism=2",
+        "spark.databricks.delta.snapshotPartitions=2",
+        "spark.ui.enabled=false",
+        "spark.sql.adaptive.coalescePartitions.initialPartitionNum=4",
+    ]
+)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    saved = os.environ.get("LAKESHARD_SPARK_CONF")
+    os.environ["LAKESHARD_SPARK_CONF"] = _TEST_SPARK_CONF
+    try:
+        session = get_spark("local[2]")
+    finally:
+        if saved is None:
+            os.environ.pop("LAKESHARD_SPARK_CONF", None)
+        else:
+            os.environ["LAKESHARD_SPARK_CONF"] = saved
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3 server on loopback with generated credentials and a `raw` and `lake` bucket."""
+    state = tmp_path_factory.mktemp("s3")
+    kind = os.environ.get("LAKESHARD_S3_SERVER", "seaweedfs")
+    info = s3_server.start(state, ["raw", "lake"], kind)
+    yield info
+    s3_server.stop(state)
+
+
+@pytest.fixture
+def s3(s3_env: dict[str, str], spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+       ) -> dict[str, str]:
+    """The S3 server's variables set for this test, and S3A in the shared session pointed at it."""
+    for key in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)  # never the developer's ~/.aws
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in s3a_options(dict(os.environ)).items():
+        conf.set(key, value)
+    return dict(s3_env, prefix=f"t-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def spark_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    state = tmp_path_factory.mktemp("cluster")
+    jvm.write_spark_defaults()  # plain `spark-submit` finds the pinned JARs, as after `make env`
+    info = spark_cluster.start(state, workers=2)
+    yield info
+    spark_cluster.stop(state)
+
+
+@pytest.fixture
+def schemas(tmp_path: Path) -> Path:
+    """A private copy of the bundled declarations, for tests that edit them."""
+    target = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, target)
+    return target
+
+
+def last_json_line(stdout: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
+    return result
