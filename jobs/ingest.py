@@ -8,7 +8,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by spark-submit: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import cli  # noqa: E402
+from pipelines import cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument("dataset", help="dataset name (a folder under the schemas directory)")
-    ingest.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="files, folders or globs; local paths or s3a:// URIs")
+    ingest.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="files, folders or globs; local paths or s3a:// URIs",
+    )
     _common(ingest)
     return parser
 

@@ -106,14 +106,17 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
                 f"(columns of {current.path.name}: {', '.join(current.names)})"
             )
         dtype = next(c.dtype for c in current.columns if c.name == col)
-        if isinstance(dtype, T.ArrayType | T.MapType | T.StructType | T.BinaryType | T.FloatType
-                      | T.DoubleType):
+        if isinstance(
+            dtype,
+            T.ArrayType | T.MapType | T.StructType | T.BinaryType | T.FloatType | T.DoubleType,
+        ):
             raise ConfigError(
                 f"{decl_path}: partition_by[{index}]: column {col!r} of type "
                 f"{dtype.simpleString()} cannot be a partition column"
             )
-    return Dataset(name=name, format=fmt, versions=versions, path=folder, csv=csv,
-                   partition_by=partition_by)
+    return Dataset(
+        name=name, format=fmt, versions=versions, path=folder, csv=csv, partition_by=partition_by
+    )
 
 
 def _load_versions(folder: Path) -> tuple[SchemaVersion, ...]:

@@ -32,8 +32,10 @@ def _ingest(dataset: str, folder: Path) -> dict[str, object]:
 def main() -> int:
     events = sample.write_events(RAW / "events")
     clicks = sample.write_clicks(RAW / "clicks")
-    print(f"sample data: {events.files + clicks.files} files in {RAW} "
-          f"({events.lines + clicks.lines} records, {events.bad + clicks.bad} planted bad ones)")
+    print(
+        f"sample data: {events.files + clicks.files} files in {RAW} "
+        f"({events.lines + clicks.lines} records, {events.bad + clicks.bad} planted bad ones)"
+    )
 
     results = {}
     for dataset, folder in (("events", RAW / "events"), ("clicks", RAW / "clicks")):
@@ -46,15 +48,22 @@ def main() -> int:
     print(header)
     for dataset, runs in results.items():
         for n, s in enumerate(runs, 1):
-            print(f"{dataset:8} #{n:<3} {s['rows_read']:>6} {s['rows_written']:>8} "
-                  f"{s['rows_duplicate']:>5} {s['rows_quarantined']:>5} {s['table_version']}")
+            print(
+                f"{dataset:8} #{n:<3} {s['rows_read']:>6} {s['rows_written']:>8} "
+                f"{s['rows_duplicate']:>5} {s['rows_quarantined']:>5} {s['table_version']}"
+            )
         holds = all(
-            s["rows_read"] == s["rows_written"] + s["rows_duplicate"]  # type: ignore[operator]
-            + s["rows_quarantined"] + s["rows_dropped"]
+            s["rows_read"]
+            == s["rows_written"]
+            + s["rows_duplicate"]  # type: ignore[operator]
+            + s["rows_quarantined"]
+            + s["rows_dropped"]
             for s in runs
         )
-        print(f"{'':8} accounting rows_read = written + duplicate + quarantined + dropped: "
-              f"{'holds' if holds else 'BROKEN'}")
+        print(
+            f"{'':8} accounting rows_read = written + duplicate + quarantined + dropped: "
+            f"{'holds' if holds else 'BROKEN'}"
+        )
 
     settings = resolve_settings()
     table = str(results["events"][1]["table"])
@@ -92,12 +101,20 @@ def _show_with_deltalake(table: str, quarantine: str) -> None:
     con.register("events", events)
     con.register("refused", refused)
     print(f"\n{table} (read with delta-rs + DuckDB, no Spark):")
-    print(con.sql("SELECT event_id, event_date, user_id, kind, amount, tags, "
-                  "hex(_content_hash) AS content_hash FROM events "
-                  "ORDER BY event_id LIMIT 5"))
+    print(
+        con.sql(
+            "SELECT event_id, event_date, user_id, kind, amount, tags, "
+            "hex(_content_hash) AS content_hash FROM events "
+            "ORDER BY event_id LIMIT 5"
+        )
+    )
     print("quarantine, by reason:")
-    print(con.sql("SELECT _reason, count(*) AS n, min(_source_file || ':' || _source_row) "
-                  "AS first_seen FROM refused GROUP BY 1 ORDER BY n DESC LIMIT 6"))
+    print(
+        con.sql(
+            "SELECT _reason, count(*) AS n, min(_source_file || ':' || _source_row) "
+            "AS first_seen FROM refused GROUP BY 1 ORDER BY n DESC LIMIT 6"
+        )
+    )
 
 
 if __name__ == "__main__":

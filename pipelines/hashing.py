@@ -220,8 +220,11 @@ def _list_offsets(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     if pa.types.is_fixed_size_list(array.type):
         size = array.type.list_size
         offsets = np.arange(len(array) + 1, dtype=np.int64) * size
-        values = array.flatten() if array.null_count == 0 else array.values[
-            array.offset * size:(array.offset + len(array)) * size]
+        values = (
+            array.flatten()
+            if array.null_count == 0
+            else array.values[array.offset * size : (array.offset + len(array)) * size]
+        )
         return offsets, values
     offsets = np.asarray(array.offsets, dtype=np.int64)
     values = array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
@@ -259,12 +262,15 @@ def _encode_map(array: pa.MapArray) -> pa.Array:
 def _xxh3_128(encoded: pa.Array) -> pa.Array:
     encoded = encoded.cast(_BIN)
     n = len(encoded)
-    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64, count=n + 1,
-                            offset=encoded.offset * 8)
+    offsets = np.frombuffer(
+        encoded.buffers()[1], dtype=np.int64, count=n + 1, offset=encoded.offset * 8
+    )
     data = memoryview(encoded.buffers()[2]) if encoded.buffers()[2] is not None else memoryview(b"")
     digest = xxhash.xxh3_128_digest
-    out = b"".join([digest(data[offsets[i]:offsets[i + 1]]) for i in range(n)])
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(HASH_BYTES), n, [None, pa.py_buffer(out)])
+    out = b"".join([digest(data[offsets[i] : offsets[i + 1]]) for i in range(n)])
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(HASH_BYTES), n, [None, pa.py_buffer(out)]
+    )
     return fixed.cast(pa.binary())
 
 

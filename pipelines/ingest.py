@@ -21,12 +21,13 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import __version__, lake, reading, storage, validate
@@ -34,6 +35,9 @@ from pipelines.columns import BLANK, CONTENT_HASH, REASON, col
 from pipelines.datasets import Dataset
 from pipelines.errors import LakeshardError, PolicyError
 from pipelines.settings import Settings
+
+R = TypeVar("R")
+BROADCAST_REPEATED_MAX = 2_000_000  # 16-byte hashes: about 32 MB on each executor
 
 
 @dataclass
@@ -120,8 +124,12 @@ def _ingest(
         dataset.partition_by,
         description=f"lakeshard dataset {dataset.name}",
     )
-    lake.ensure_table(spark, out.quarantine, validate.QUARANTINE_SCHEMA,
-                      description=f"lakeshard quarantine of {dataset.name}")
+    lake.ensure_table(
+        spark,
+        out.quarantine,
+        validate.QUARANTINE_SCHEMA,
+        description=f"lakeshard quarantine of {dataset.name}",
+    )
     if not files:
         out.table_version = lake.current_version(spark, out.table)
         return
@@ -135,43 +143,73 @@ def _ingest(
     )
     try:
         counts = _checked(
-            lambda: records.filter(~col(BLANK))
-            .agg(F.count(F.lit(1)).alias("read"), F.count(col(REASON)).alias("bad"))
-            .first()
+            lambda: (
+                records.filter(~col(BLANK))
+                .agg(F.count(F.lit(1)).alias("read"), F.count(col(REASON)).alias("bad"))
+                .first()
+            )
         )
         assert counts is not None
         out.rows_read, bad = int(counts["read"]), int(counts["bad"])
-        progress(f"read {out.rows_read:,} records ({bad:,} refused) in {time.monotonic() - t0:.1f}s")
+        progress(
+            f"read {out.rows_read:,} records ({bad:,} refused) in {time.monotonic() - t0:.1f}s"
+        )
 
         quarantined = 0
         if bad:
-            refused = (
-                records.transform(validate.with_source_rows)
-                .filter(col(REASON).isNotNull() & ~col(BLANK))
-                .transform(lambda df: validate.quarantine_rows(df, dataset, out.run_id, now))
+            refused = records.transform(validate.refused_with_source_rows).transform(
+                lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
             )
-            existing = lake.read_table(spark, out.quarantine)
-            fresh = validate.not_in(refused, existing, validate.QUARANTINE_KEY)
+            held = (
+                lake.read_table(spark, out.quarantine)
+                if lake.has_data(spark, out.quarantine)
+                else None
+            )
+            fresh = validate.not_in(refused, held, validate.QUARANTINE_KEY)
             quarantined = _checked(lambda: lake.append(fresh, out.quarantine, out.run_id)).rows
+            progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
         out.rows_quarantined = quarantined
 
         valid = records.filter(col(REASON).isNull() & ~col(BLANK))
-        existing_rows = lake.read_table(spark, out.table)
-        new_rows = (
-            valid.transform(validate.first_of_each_hash)
-            .transform(lambda df: validate.not_in(df, existing_rows, CONTENT_HASH))
-            .transform(lambda df: validate.table_rows(df, dataset.schema, out.run_id, now))
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        pending = 0
+        # The plan is made on the hashes alone (a narrow shuffle): how many rows repeat inside
+        # the batch and how many are already in the table. Only then are the rows themselves
+        # read once more, from the cache, to be written.
+        copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            pending = _checked(new_rows.count)
+            plan = _checked(
+                lambda: copies.agg(
+                    F.count(F.lit(1)).alias("distinct"),
+                    F.coalesce(F.sum(col("_copies") - 1), F.lit(0)).alias("repeats"),
+                    F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
+                ).first()
+            )
+            assert plan is not None
+            existing = (
+                lake.read_table(spark, out.table).select(CONTENT_HASH)
+                if lake.has_data(spark, out.table)
+                else None
+            )
+            known = (
+                0
+                if existing is None
+                else _checked(copies.join(existing, on=CONTENT_HASH, how="left_semi").count)
+            )
+            pending = int(plan["distinct"]) - known
+            progress(f"{pending:,} new rows after dedup at {time.monotonic() - t0:.1f}s")
+            # Few repeated hashes (the usual case): broadcast them, shuffle only their rows.
+            repeated = copies.filter(col("_copies") > 1).select(CONTENT_HASH)
+            small = repeated if plan["repeated"] <= BROADCAST_REPEATED_MAX else None
+            new_rows = (
+                valid.transform(lambda df: validate.first_of_each_hash(df, small))
+                .transform(lambda df: validate.not_in(df, existing, CONTENT_HASH))
+                .transform(lambda df: validate.table_rows(df, dataset.schema, out.run_id, now))
+            )
             if pending:
                 progress(f"writing {pending:,} new rows to {out.table}")
                 commit = _checked(lambda: lake.append(new_rows, out.table, out.run_id))
                 out.rows_written = commit.rows
         finally:
-            new_rows.unpersist()
+            copies.unpersist()
     finally:
         records.unpersist()
     # Duplicates: valid rows repeated in the batch or already in the table, and refused rows
@@ -185,7 +223,7 @@ def _ingest(
     )
 
 
-def _checked(action):  # type: ignore[no-untyped-def]
+def _checked(action: Callable[[], R]) -> R:
     """Run a Spark action, turning known input problems into one-line policy errors."""
     try:
         return action()

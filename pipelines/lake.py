@@ -40,7 +40,7 @@ RUNS_SCHEMA = T.StructType(
 
 def _location(uri: str) -> str:
     """Delta compares table locations as Hadoop paths: ``file:///x`` must be given as ``/x``."""
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,12 @@ def commit_of(spark: SparkSession, uri: str, run_id: str) -> Commit:
         return Commit(version=None, rows=0)
     metrics = rows[0]["operationMetrics"] or {}
     return Commit(version=int(rows[0]["version"]), rows=int(metrics.get("numOutputRows", 0)))
+
+
+def has_data(spark: SparkSession, uri: str) -> bool:
+    """Whether the table holds any data file (from its log; no data is read)."""
+    detail = DeltaTable.forPath(spark, uri).detail().select("numFiles").first()
+    return bool(detail and detail["numFiles"])
 
 
 def current_version(spark: SparkSession, uri: str) -> int | None:

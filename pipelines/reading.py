@@ -9,7 +9,7 @@ text), ``_malformed`` (why the record could not be split into fields, else null)
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -29,7 +29,7 @@ from pipelines.datasets import Dataset
 CORRUPT = "_corrupt_record"
 # Spark turns unquoted empty CSV fields into null whatever nullValue is; with this nullValue
 # nothing else is, so the dataset's null_values list is applied by lakeshard alone.
-_NO_NULL_TOKEN = "\u0000"
+_NO_NULL_TOKEN = "\u0000"  # noqa: S105 - not a password
 
 
 def read_raw(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
@@ -41,7 +41,7 @@ def read_raw(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFra
     return frame
 
 
-def _locators() -> list[F.Column]:
+def _locators() -> list[Column]:
     return [
         F.col("_metadata.file_path").alias(SOURCE_FILE),
         F.col("_metadata.file_block_start").alias(SPLIT_START),
@@ -120,9 +120,7 @@ def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> Da
     values = []
     for i, column in enumerate(dataset.schema.columns):
         found = present.get(column.name.lower())
-        values.append(
-            (col(found) if found else F.lit(None).cast(column.dtype)).alias(value_col(i))
-        )
+        values.append((col(found) if found else F.lit(None).cast(column.dtype)).alias(value_col(i)))
     raw = F.to_json(F.struct(*[col(f.name) for f in frame.schema.fields]))
     return frame.select(
         *values,

@@ -32,8 +32,14 @@ def event_row(rng: random.Random, event_id: int) -> list[str]:
     day = date(2024, 1, 1) + timedelta(days=rng.randrange(7))
     tags = json.dumps(rng.sample(["new", "promo", "mobile", "gift"], rng.randrange(3)))
     amount = f"{rng.randrange(1, 50000) / 100:.2f}" if rng.random() < 0.9 else "NA"
-    return [str(event_id), day.isoformat(), str(rng.randrange(1, 500)), rng.choice(KINDS),
-            amount, tags]
+    return [
+        str(event_id),
+        day.isoformat(),
+        str(rng.randrange(1, 500)),
+        rng.choice(KINDS),
+        amount,
+        tags,
+    ]
 
 
 def _csv_line(fields: list[str]) -> str:
@@ -66,7 +72,7 @@ def write_events(folder: Path, seed: int = 7, files: int = 3, rows: int = 400) -
                 body.append(f"{next_id},2024-01-03,12")  # truncated line
                 bad += 1
             elif roll < 0.095:
-                body.append(f",2024-01-04,5,view,2.50,[]")  # missing required event_id
+                body.append(",2024-01-04,5,view,2.50,[]")  # missing required event_id
                 bad += 1
             else:
                 row = event_row(rng, next_id)
@@ -99,8 +105,9 @@ def write_clicks(folder: Path, seed: int = 11, files: int = 2, rows: int = 300) 
                 body.append('{"click_id": "c-broken", "day": ')  # cut-off line
                 bad += 1
             elif roll < 0.08:
-                body.append(json.dumps({"click_id": f"c{n}-{i}", "day": "2024-02-01",
-                                        "position": "top"}))  # position is not an int
+                body.append(
+                    json.dumps({"click_id": f"c{n}-{i}", "day": "2024-02-01", "position": "top"})
+                )  # position is not an int
                 bad += 1
             else:
                 ts = datetime(2024, 2, 1) + timedelta(seconds=rng.randrange(86400 * 3))
@@ -110,8 +117,10 @@ def write_clicks(folder: Path, seed: int = 11, files: int = 2, rows: int = 300) 
                     "ts": ts.isoformat() + "Z",
                     "url": rng.choice(["/", "/cart", "/item/42", "/search?q=caf\u00e9"]),
                     "position": rng.randrange(1, 20) if rng.random() < 0.9 else None,
-                    "context": {"device": rng.choice(["ios", "android", "web"]),
-                                "ab_bucket": rng.randrange(4)},
+                    "context": {
+                        "device": rng.choice(["ios", "android", "web"]),
+                        "ab_bucket": rng.randrange(4),
+                    },
                 }
                 line = json.dumps(record, ensure_ascii=False)
                 previous.append(line)

@@ -51,7 +51,7 @@ def resolve_settings(
 def normalise_uri(uri: str) -> str:
     """A local path, ``file://``, ``s3://`` or ``s3a://`` URI as ``file:///abs`` or ``s3a://``."""
     if uri.startswith("s3://"):
-        uri = "s3a://" + uri[len("s3://"):]
+        uri = "s3a://" + uri[len("s3://") :]
     parsed = urlparse(uri)
     if parsed.scheme == "s3a":
         if not parsed.netloc:
@@ -59,7 +59,7 @@ def normalise_uri(uri: str) -> str:
         return uri.rstrip("/")
     if parsed.scheme == "file":
         return "file://" + str(Path(parsed.path).resolve())
-    if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # a path (or a Windows drive letter)
+    if parsed.scheme in ("",) or len(parsed.scheme) == 1:  # a path (or a Windows drive letter)
         return "file://" + str(Path(uri).expanduser().resolve())
     raise ConfigError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r} (use a path or s3a://)")
 

@@ -64,6 +64,9 @@ def base_config(master: str | None) -> dict[str, str]:
         "spark.sql.ansi.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # An ingest keeps its parsed batch cached; without this, adaptive execution may not
+        # coalesce the shuffles inside it, and a partitioned write makes thousands of tiny files.
+        "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
         "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={jvm.LOG4J}",
         "spark.executor.extraJavaOptions": f"-Dlog4j.configurationFile={jvm.LOG4J}",
     }
@@ -73,6 +76,9 @@ def base_config(master: str | None) -> dict[str, str]:
         # from its --jars or the spark-defaults.conf that `make env` installs.
         if master:
             conf["spark.master"] = master
+        # Local mode runs every task in the driver's JVM; Spark's 1g default is too small to
+        # ingest a 1 GB batch. Cluster drivers keep whatever spark-submit gives them.
+        conf["spark.driver.memory"] = os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g")
         conf["spark.jars"] = ",".join(jvm.jar_paths())
     extra = os.environ.get("LAKESHARD_SPARK_CONF", "")
     for item in filter(None, (part.strip() for part in extra.split(";"))):
@@ -102,7 +108,7 @@ def get_spark(master: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("LAKESHARD_SPARK_LOG_LEVEL", "ERROR"))
-    if not spark.sparkContext.master.startswith("local"):
+    if not str(spark.sparkContext.master).startswith("local"):
         _ship_package(spark)
     return spark
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
@@ -24,7 +26,7 @@ class SourceFile:
 
 def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
     """Expand files, folders and globs (local or s3a) into files, sorted by URI, no repeats."""
-    jvm = spark.sparkContext._jvm
+    jvm: Any = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     found: dict[str, SourceFile] = {}
     for source in sources:
@@ -51,7 +53,7 @@ def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
     return [found[k] for k in sorted(found)]
 
 
-def _walk(fs, status):  # type: ignore[no-untyped-def]
+def _walk(fs: Any, status: Any) -> Iterator[Any]:
     if not status.isDirectory():
         yield status
         return
@@ -84,10 +86,13 @@ def check_lake_reachable(lake: str) -> None:
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        region_name=os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
         or "us-east-1",
         config=Config(
-            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=10,
+            retries={"max_attempts": 2, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else {},
         ),
     )
@@ -98,8 +103,12 @@ def check_lake_reachable(lake: str) -> None:
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status in (401, 403) or code in ("403", "AccessDenied", "InvalidAccessKeyId",
-                                            "SignatureDoesNotMatch"):
+        if status in (401, 403) or code in (
+            "403",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+        ):
             raise ConfigError(
                 f"access denied to the lake {where}: check AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY"

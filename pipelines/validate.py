@@ -7,11 +7,13 @@ and returns a DataFrame, composed by :mod:`pipelines.ingest` with ``DataFrame.tr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.functions import arrow_udf
 
 from pipelines import hashing
 from pipelines.columns import (
@@ -44,14 +46,18 @@ def _cast_from_source(source: Column, source_type: T.DataType, target: T.DataTyp
     """Strict (ANSI) conversion: null when the value does not fit the target type."""
     complex_target = isinstance(target, T.ArrayType | T.MapType | T.StructType)
     if isinstance(source_type, T.StringType) and complex_target:
-        return F.from_json(source, target, {"mode": "PERMISSIVE"})
+        return F.from_json(source, cast(Any, target), {"mode": "PERMISSIVE"})
     if isinstance(source_type, T.StringType) and isinstance(target, T.StringType):
         return source
     return source.try_cast(target)
 
 
 def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
-    """Add ``__t<i>`` (declared types) and ``_reason`` (null for a valid record)."""
+    """Typed values ``__t<i>``, ``_reason`` (null for a valid record) and the locators.
+
+    The raw source values are dropped here, and the raw record is kept for refused records
+    only: the frame that a run keeps in memory stays as narrow as the table.
+    """
     schema = dataset.schema
     null_tokens = list(dataset.csv.null_values) if dataset.format == "csv" else []
     typed: list[Column] = []
@@ -82,14 +88,24 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
             )
     joined = F.concat_ws("; ", *problems)
     reason = F.coalesce(col(MALFORMED), F.when(joined != "", joined))
-    return frame.select("*", *typed, reason.alias(REASON))
+    return frame.select(
+        *typed,
+        reason.alias(REASON),
+        F.when(reason.isNotNull(), col(RAW)).alias(RAW),
+        SOURCE_FILE,
+        SPLIT_START,
+        MONO,
+        ROW_IN_FILE,
+        BLANK,
+    )
 
 
 def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
     """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`."""
     record = F.struct(*[col(typed_col(i)).alias(c.name) for i, c in enumerate(schema.columns)])
     valid = col(REASON).isNull() & ~col(BLANK)
-    hash_udf = F.arrow_udf(_hash_records, T.BinaryType())
+    # The function's type hints make it a scalar Arrow UDF; pyspark's stubs do not see that.
+    hash_udf = arrow_udf(_hash_records, T.BinaryType())  # type: ignore[call-overload]
     return frame.withColumn(CONTENT_HASH, F.when(valid, hash_udf(record)))
 
 
@@ -97,8 +113,8 @@ def _hash_records(records: pa.Array) -> pa.Array:
     return hashing.content_hashes(records)
 
 
-def with_source_rows(frame: DataFrame) -> DataFrame:
-    """Add ``_source_row``: the 1-based record number of each row within its source file.
+def refused_with_source_rows(frame: DataFrame) -> DataFrame:
+    """The refused records, with ``_source_row``: their 1-based record number in their file.
 
     A file may be read in several splits; within a split rows keep file order and consecutive
     ``monotonically_increasing_id`` values. So a row's number is the rows of the file's earlier
@@ -107,8 +123,10 @@ def with_source_rows(frame: DataFrame) -> DataFrame:
     per_split = frame.groupBy(SOURCE_FILE, SPLIT_START).agg(
         F.count(F.lit(1)).alias("_split_rows"), F.min(MONO).alias("_split_first")
     )
-    earlier = Window.partitionBy(SOURCE_FILE).orderBy(SPLIT_START).rowsBetween(
-        Window.unboundedPreceding, -1
+    earlier = (
+        Window.partitionBy(SOURCE_FILE)
+        .orderBy(SPLIT_START)
+        .rowsBetween(Window.unboundedPreceding, -1)
     )
     offsets = per_split.select(
         SOURCE_FILE,
@@ -116,35 +134,49 @@ def with_source_rows(frame: DataFrame) -> DataFrame:
         "_split_first",
         F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
     )
-    located = frame.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
+    refused = frame.filter(col(REASON).isNotNull() & ~col(BLANK))
+    located = refused.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
     counted = col("_rows_before") + (col(MONO) - col("_split_first")) + 1
-    return located.withColumn(
-        SOURCE_ROW, F.coalesce(col(ROW_IN_FILE) + 1, counted)
-    ).drop("_split_first", "_rows_before")
-
-
-def first_of_each_hash(valid: DataFrame) -> DataFrame:
-    """Keep one row per content hash: the first by source file and position (deterministic)."""
-    order = Window.partitionBy(CONTENT_HASH).orderBy(SOURCE_FILE, SPLIT_START, MONO)
-    return (
-        valid.withColumn("_nth", F.row_number().over(order))
-        .filter(col("_nth") == 1)
-        .drop("_nth")
+    return located.withColumn(SOURCE_ROW, F.coalesce(col(ROW_IN_FILE) + 1, counted)).drop(
+        "_split_first", "_rows_before"
     )
+
+
+def hash_copies(valid: DataFrame) -> DataFrame:
+    """Each distinct content hash with its number of rows, ``_copies`` (a shuffle of hashes)."""
+    return valid.groupBy(CONTENT_HASH).agg(F.count(F.lit(1)).alias("_copies"))
+
+
+def first_of_each_hash(valid: DataFrame, repeated: DataFrame | None = None) -> DataFrame:
+    """Keep one row per content hash: the first by source file and position (deterministic).
+
+    Given the (small) set of ``repeated`` hashes, rows with a unique hash pass through without
+    a shuffle and only the repeated rows are ordered to pick the first; without it, every row
+    is shuffled and ordered.
+    """
+    order = Window.partitionBy(CONTENT_HASH).orderBy(SOURCE_FILE, SPLIT_START, MONO)
+
+    def firsts(rows: DataFrame) -> DataFrame:
+        ranked = rows.withColumn("_nth", F.row_number().over(order))
+        return ranked.filter(col("_nth") == 1).drop("_nth")
+
+    if repeated is None:
+        return firsts(valid)
+    small = F.broadcast(repeated)
+    unique = valid.join(small, on=CONTENT_HASH, how="left_anti")
+    return unique.unionByName(firsts(valid.join(small, on=CONTENT_HASH, how="left_semi")))
 
 
 def not_in(rows: DataFrame, existing: DataFrame | None, key: str) -> DataFrame:
     """Rows whose ``key`` is not among ``existing``'s (all of them when there is no table)."""
     if existing is None:
         return rows
-    return rows.join(existing.select(key).distinct(), on=key, how="left_anti")
+    return rows.join(existing.select(key), on=key, how="left_anti")
 
 
 def table_rows(frame: DataFrame, schema: SchemaVersion, run_id: str, now: Column) -> DataFrame:
     """The table's columns, in order, with their declared types."""
-    declared = [
-        col(typed_col(i)).cast(c.dtype).alias(c.name) for i, c in enumerate(schema.columns)
-    ]
+    declared = [col(typed_col(i)).cast(c.dtype).alias(c.name) for i, c in enumerate(schema.columns)]
     return frame.select(
         *declared,
         col(CONTENT_HASH).cast("binary").alias(CONTENT_HASH),
@@ -157,8 +189,8 @@ def table_rows(frame: DataFrame, schema: SchemaVersion, run_id: str, now: Column
 def table_schema(schema: SchemaVersion) -> T.StructType:
     """The Delta table's schema: declared columns (nullability kept) plus bookkeeping."""
     return T.StructType(
-        list(schema.struct().fields)
-        + [
+        [
+            *schema.struct().fields,
             T.StructField(CONTENT_HASH, T.BinaryType(), nullable=False),
             T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
             T.StructField(RUN_ID, T.StringType(), nullable=False),
@@ -182,17 +214,19 @@ QUARANTINE_SCHEMA = T.StructType(
 )
 
 
-def quarantine_rows(
-    bad: DataFrame, dataset: Dataset, run_id: str, now: Column
-) -> DataFrame:
+def quarantine_rows(bad: DataFrame, dataset: Dataset, run_id: str, now: Column) -> DataFrame:
     """Quarantine records: where each came from, the raw record, and why it was refused.
 
     The key (file, row, raw record) makes quarantining idempotent: the same bad record read
     again from the same place is recognised, not stored twice.
     """
     key = F.sha2(
-        F.concat_ws("\u0000", col(SOURCE_FILE), col(SOURCE_ROW).cast("string"),
-                    F.coalesce(col(RAW), F.lit(""))),
+        F.concat_ws(
+            "\u0000",
+            col(SOURCE_FILE),
+            col(SOURCE_ROW).cast("string"),
+            F.coalesce(col(RAW), F.lit("")),
+        ),
         256,
     )
     return bad.select(

@@ -23,7 +23,6 @@ from pipelines.spark import get_spark, s3a_options
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
-CONFORMANCE = Path(os.environ.get("LAKESHARD_CONFORMANCE", REPO.parent / "shared" / "conformance"))
 
 # Small test data: few shuffle partitions, no UI, deterministic time zone.
 _TEST_SPARK_CONF = ";".join(
@@ -63,8 +62,9 @@ def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
 
 @pytest.fixture
-def s3(s3_env: dict[str, str], spark: SparkSession, monkeypatch: pytest.MonkeyPatch
-       ) -> dict[str, str]:
+def s3(
+    s3_env: dict[str, str], spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """The S3 server's variables set for this test, and S3A in the shared session pointed at it."""
     for key in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)

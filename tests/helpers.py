@@ -35,18 +35,26 @@ def ingest_quietly(*args: str) -> dict[str, Any]:
     return summary
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pipelines ARGS`` as a separate process, as a user or cron would."""
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
     )
 
 
 def accounting_holds(summary: dict[str, Any]) -> bool:
     return bool(
         summary["rows_read"]
-        == summary["rows_written"] + summary["rows_duplicate"] + summary["rows_quarantined"]
+        == summary["rows_written"]
+        + summary["rows_duplicate"]
+        + summary["rows_quarantined"]
         + summary["rows_dropped"]
     )

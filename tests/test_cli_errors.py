@@ -28,8 +28,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    result = run_cli("ingest", "nope", str(tmp_path), "--lake", str(tmp_path / "lake"),
-                     env=_env())
+    result = run_cli("ingest", "nope", str(tmp_path), "--lake", str(tmp_path / "lake"), env=_env())
     assert result.returncode == 2
     assert "unknown dataset 'nope'" in _one_error_line(result.stderr)
 
@@ -45,7 +44,11 @@ def test_malformed_yaml(schemas: Path, tmp_path: Path) -> None:
 
 def test_unknown_type_name(schemas: Path, tmp_path: Path) -> None:
     v1 = schemas / "events" / "v1.yaml"
-    v1.write_text(v1.read_text().replace("type: long\n    nullable: false", "type: lnog\n    nullable: false", 1))
+    v1.write_text(
+        v1.read_text().replace(
+            "type: long\n    nullable: false", "type: lnog\n    nullable: false", 1
+        )
+    )
     result = run_cli("ingest", "events", str(tmp_path), "--schemas", str(schemas), env=_env())
     assert result.returncode == 2
     line = _one_error_line(result.stderr)
@@ -59,8 +62,12 @@ def test_bad_flag() -> None:
 
 
 def test_unreachable_s3_endpoint(tmp_path: Path) -> None:
-    env = _env(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
-               AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
+    env = _env(
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_REGION="us-east-1",
+    )
     result = run_cli("ingest", "events", str(tmp_path), "--lake", "s3://lake/x", env=env)
     assert result.returncode == 2
     line = _one_error_line(result.stderr)
@@ -70,8 +77,12 @@ def test_unreachable_s3_endpoint(tmp_path: Path) -> None:
 
 @pytest.mark.s3
 def test_wrong_s3_credentials(s3: dict[str, str], tmp_path: Path) -> None:
-    env = _env(AWS_ENDPOINT_URL=s3["AWS_ENDPOINT_URL"], AWS_ACCESS_KEY_ID=s3["AWS_ACCESS_KEY_ID"],
-               AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
+    env = _env(
+        AWS_ENDPOINT_URL=s3["AWS_ENDPOINT_URL"],
+        AWS_ACCESS_KEY_ID=s3["AWS_ACCESS_KEY_ID"],
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_REGION="us-east-1",
+    )
     result = run_cli("ingest", "events", str(tmp_path), "--lake", "s3a://lake/x", env=env)
     assert result.returncode == 2
     line = _one_error_line(result.stderr)

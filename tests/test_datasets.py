@@ -31,13 +31,33 @@ V1 = "columns:\n  - {name: id, type: long, nullable: false}\n  - {name: day, typ
 @pytest.mark.parametrize(
     ("dataset_yaml", "v1_yaml", "message"),
     [
-        ("format: csv\npartition_by: [nope]\n", V1, r"dataset\.yaml: partition_by\[0\]: unknown column 'nope'"),
+        (
+            "format: csv\npartition_by: [nope]\n",
+            V1,
+            r"dataset\.yaml: partition_by\[0\]: unknown column 'nope'",
+        ),
         ("format: xml\n", V1, r"dataset\.yaml: format: expected one of csv, json, parquet"),
         ("format: csv\nshards: 3\n", V1, r"dataset\.yaml: shards: unknown key"),
-        ("format: csv\ncsv: {delimiter: ';;'}\n", V1, r"csv\.delimiter: must be exactly one character"),
-        ("format: csv\n", "columns:\n  - {name: id, type: lng}\n", r"v1\.yaml: columns\[0\]\.type: unknown type 'lng'"),
-        ("format: csv\n", "columns:\n  - {name: _id, type: long}\n", r"v1\.yaml: columns\[0\]\.name: '_id' is not allowed"),
-        ("format: csv\n", "columns:\n  - {name: id, type: long, nulable: true}\n", r"columns\[0\]\.nulable: unknown key"),
+        (
+            "format: csv\ncsv: {delimiter: ';;'}\n",
+            V1,
+            r"csv\.delimiter: must be exactly one character",
+        ),
+        (
+            "format: csv\n",
+            "columns:\n  - {name: id, type: lng}\n",
+            r"v1\.yaml: columns\[0\]\.type: unknown type 'lng'",
+        ),
+        (
+            "format: csv\n",
+            "columns:\n  - {name: _id, type: long}\n",
+            r"v1\.yaml: columns\[0\]\.name: '_id' is not allowed",
+        ),
+        (
+            "format: csv\n",
+            "columns:\n  - {name: id, type: long, nulable: true}\n",
+            r"columns\[0\]\.nulable: unknown key",
+        ),
         ("format: csv\n", "columns: [}\n", r"v1\.yaml: line 1, column \d+: malformed YAML"),
         ("format: [csv\n", V1, r"dataset\.yaml: line \d+, column \d+: malformed YAML"),
     ],
@@ -60,5 +80,5 @@ def test_unknown_dataset_lists_the_known_ones(schemas: Path) -> None:
 def test_schema_versions_must_be_contiguous(tmp_path: Path) -> None:
     _write(tmp_path, "gappy", "format: csv\n", V1)
     (tmp_path / "gappy" / "v3.yaml").write_text(V1)
-    with pytest.raises(ConfigError, match="missing v2.yaml"):
+    with pytest.raises(ConfigError, match=r"missing v2\.yaml"):
         load_dataset(tmp_path, "gappy")

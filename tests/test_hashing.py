@@ -27,25 +27,67 @@ SCHEMA = T.StructType(
         T.StructField("blob", T.BinaryType()),
         T.StructField("tags", T.ArrayType(T.StringType())),
         T.StructField("attrs", T.MapType(T.StringType(), T.IntegerType())),
-        T.StructField("ctx", T.StructType([T.StructField("a", T.IntegerType()),
-                                           T.StructField("b", T.StringType())])),
+        T.StructField(
+            "ctx",
+            T.StructType([T.StructField("a", T.IntegerType()), T.StructField("b", T.StringType())]),
+        ),
     ]
 )
 
 UTC = dt.UTC
 ROWS: list[dict[str, Any]] = [
-    {"id": 1, "name": "a", "score": 1.5, "price": Decimal("1.500"), "day": dt.date(2024, 1, 1),
-     "at": dt.datetime(2024, 1, 1, 12, tzinfo=UTC), "ok": True, "blob": b"\x00\x01",
-     "tags": ["x", None], "attrs": {"k": 1, "j": None}, "ctx": {"a": 1, "b": None}},
-    {"id": None, "name": "", "score": -0.0, "price": Decimal("-0.000"), "day": None,
-     "at": None, "ok": False, "blob": b"", "tags": [], "attrs": {}, "ctx": None},
-    {"id": -(2**63), "name": "Ω≈ç√ 𝕿𝖍𝖊 \u0000 '; DROP TABLE x;--", "score": float("nan"),
-     "price": Decimal("123456789.123"), "day": dt.date(1, 1, 1),
-     "at": dt.datetime(1970, 1, 1, tzinfo=UTC), "ok": None, "blob": None, "tags": None,
-     "attrs": None, "ctx": {"a": None, "b": "z"}},
-    {"id": 2, "name": None, "score": float("inf"), "price": None, "day": dt.date(9999, 12, 31),
-     "at": dt.datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC), "ok": True, "blob": None,
-     "tags": [None], "attrs": {"z": 3, "a": 4}, "ctx": {"a": 0, "b": ""}},
+    {
+        "id": 1,
+        "name": "a",
+        "score": 1.5,
+        "price": Decimal("1.500"),
+        "day": dt.date(2024, 1, 1),
+        "at": dt.datetime(2024, 1, 1, 12, tzinfo=UTC),
+        "ok": True,
+        "blob": b"\x00\x01",
+        "tags": ["x", None],
+        "attrs": {"k": 1, "j": None},
+        "ctx": {"a": 1, "b": None},
+    },
+    {
+        "id": None,
+        "name": "",
+        "score": -0.0,
+        "price": Decimal("-0.000"),
+        "day": None,
+        "at": None,
+        "ok": False,
+        "blob": b"",
+        "tags": [],
+        "attrs": {},
+        "ctx": None,
+    },
+    {
+        "id": -(2**63),
+        "name": "Ω≈ç√ 𝕿𝖍𝖊 \u0000 '; DROP TABLE x;--",
+        "score": float("nan"),
+        "price": Decimal("123456789.123"),
+        "day": dt.date(1, 1, 1),
+        "at": dt.datetime(1970, 1, 1, tzinfo=UTC),
+        "ok": None,
+        "blob": None,
+        "tags": None,
+        "attrs": None,
+        "ctx": {"a": None, "b": "z"},
+    },
+    {
+        "id": 2,
+        "name": None,
+        "score": float("inf"),
+        "price": None,
+        "day": dt.date(9999, 12, 31),
+        "at": dt.datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
+        "ok": True,
+        "blob": None,
+        "tags": [None],
+        "attrs": {"z": 3, "a": 4},
+        "ctx": {"a": 0, "b": ""},
+    },
 ]
 
 
@@ -73,9 +115,19 @@ def test_hash_is_16_bytes_of_xxh3_128_over_the_documented_encoding() -> None:
     schema = T.StructType([T.StructField("b", T.StringType()), T.StructField("a", T.LongType())])
     encoding = hashing.canonical_encoding({"a": 1, "b": "x"}, schema)
     expected = (
-        b"(" + (2).to_bytes(4, "little")
-        + b"S" + (1).to_bytes(4, "little") + b"a" + b"I" + (1).to_bytes(8, "little")
-        + b"S" + (1).to_bytes(4, "little") + b"b" + b"S" + (1).to_bytes(4, "little") + b"x"
+        b"("
+        + (2).to_bytes(4, "little")
+        + b"S"
+        + (1).to_bytes(4, "little")
+        + b"a"
+        + b"I"
+        + (1).to_bytes(8, "little")
+        + b"S"
+        + (1).to_bytes(4, "little")
+        + b"b"
+        + b"S"
+        + (1).to_bytes(4, "little")
+        + b"x"
     )
     assert encoding == expected
     import xxhash
@@ -104,12 +156,15 @@ def test_column_order_does_not_matter() -> None:
         ((T.IntegerType(), 7), (T.LongType(), 7)),
         ((T.FloatType(), 0.5), (T.DoubleType(), 0.5)),
         ((T.DecimalType(10, 2), Decimal("1.50")), (T.DecimalType(20, 5), Decimal("1.50000"))),
-        ((T.MapType(T.StringType(), T.IntegerType()), {"a": 1, "b": 2}),
-         (T.MapType(T.StringType(), T.IntegerType()), {"b": 2, "a": 1})),
+        (
+            (T.MapType(T.StringType(), T.IntegerType()), {"a": 1, "b": 2}),
+            (T.MapType(T.StringType(), T.IntegerType()), {"b": 2, "a": 1}),
+        ),
     ],
 )
-def test_equal_values_hash_equal(left: tuple[T.DataType, Any], right: tuple[T.DataType, Any]
-                                 ) -> None:
+def test_equal_values_hash_equal(
+    left: tuple[T.DataType, Any], right: tuple[T.DataType, Any]
+) -> None:
     def one(dtype: T.DataType, value: Any) -> bytes:
         return h({"v": value}, T.StructType([T.StructField("v", dtype)]))
 

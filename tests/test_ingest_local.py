@@ -12,37 +12,44 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
+from pipelines.datasets import load_dataset
 from pipelines.settings import resolve_settings
 from pipelines.validate import schema_fields, table_schema
-from pipelines.datasets import load_dataset
 from tests.conftest import SCHEMAS
 from tests.helpers import accounting_holds, ingest_quietly
 
 HEADER = "event_id,event_date,user_id,kind,amount,tags\n"
-A_CSV = HEADER + "\n".join(
-    [
-        '1,2024-01-01,10,view,1.50,"[""new""]"',  # row 1
-        "2,2024-01-01,11,buy,abc,",  # row 2: amount is not a decimal
-        '1,2024-01-01,10,view,1.50,"[""new""]"',  # row 3: duplicate of row 1
-        "3,2024-01-02,NA,view,,",  # row 4: NA and empty are nulls
-        "4,2024-01-02,12",  # row 5: too few fields
-        ",2024-01-02,13,view,2.00,[]",  # row 6: null in required event_id
-        '5,2024-01-03,14,"cart, big",3.25,"[""a"",""b""]"',  # row 7: quoted comma
-        "6,2024-01-03,15,view,1.00,[],extra",  # row 8: too many fields
-    ]
-) + "\n"
-B_CSV = HEADER + "\n".join(
-    [
-        "3,2024-01-02,NA,view,,",  # duplicate of a.csv row 4, across files
-        "7,2024-13-01,16,view,1.00,[]",  # row 2: no such date
-        "8,2024-01-04,17,refund,-9.99,[]",
-    ]
-) + "\n"
+A_CSV = (
+    HEADER
+    + "\n".join(
+        [
+            '1,2024-01-01,10,view,1.50,"[""new""]"',  # row 1
+            "2,2024-01-01,11,buy,abc,",  # row 2: amount is not a decimal
+            '1,2024-01-01,10,view,1.50,"[""new""]"',  # row 3: duplicate of row 1
+            "3,2024-01-02,NA,view,,",  # row 4: NA and empty are nulls
+            "4,2024-01-02,12",  # row 5: too few fields
+            ",2024-01-02,13,view,2.00,[]",  # row 6: null in required event_id
+            '5,2024-01-03,14,"cart, big",3.25,"[""a"",""b""]"',  # row 7: quoted comma
+            "6,2024-01-03,15,view,1.00,[],extra",  # row 8: too many fields
+        ]
+    )
+    + "\n"
+)
+B_CSV = (
+    HEADER
+    + "\n".join(
+        [
+            "3,2024-01-02,NA,view,,",  # duplicate of a.csv row 4, across files
+            "7,2024-13-01,16,view,1.00,[]",  # row 2: no such date
+            "8,2024-01-04,17,refund,-9.99,[]",
+        ]
+    )
+    + "\n"
+)
 
 
 @pytest.fixture(scope="module")
-def two_runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-             ) -> dict[str, Any]:
+def two_runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Ingest a.csv and b.csv.gz twice into a fresh lake; keep both summaries."""
     root = tmp_path_factory.mktemp("local")
     raw = root / "raw"
@@ -98,16 +105,34 @@ def test_quarantine_names_file_row_raw_record_and_reason(
 ) -> None:
     quarantine = spark.read.format("delta").load(two_runs["first"]["quarantine"])
     got = sorted(
-        (Path(r._source_file).name, r._source_row, r._raw, r._reason)
-        for r in quarantine.collect()
+        (Path(r._source_file).name, r._source_row, r._raw, r._reason) for r in quarantine.collect()
     )
     assert got == [
-        ("a.csv", 2, "2,2024-01-01,11,buy,abc,", "column amount: cannot read 'abc' as decimal(10,2)"),
+        (
+            "a.csv",
+            2,
+            "2,2024-01-01,11,buy,abc,",
+            "column amount: cannot read 'abc' as decimal(10,2)",
+        ),
         ("a.csv", 5, "4,2024-01-02,12", "malformed CSV record: expected 6 fields"),
-        ("a.csv", 6, ",2024-01-02,13,view,2.00,[]", "column event_id: null in a non-nullable column"),
-        ("a.csv", 8, "6,2024-01-03,15,view,1.00,[],extra", "malformed CSV record: expected 6 fields"),
-        ("b.csv.gz", 2, "7,2024-13-01,16,view,1.00,[]",
-         "column event_date: cannot read '2024-13-01' as date"),
+        (
+            "a.csv",
+            6,
+            ",2024-01-02,13,view,2.00,[]",
+            "column event_id: null in a non-nullable column",
+        ),
+        (
+            "a.csv",
+            8,
+            "6,2024-01-03,15,view,1.00,[],extra",
+            "malformed CSV record: expected 6 fields",
+        ),
+        (
+            "b.csv.gz",
+            2,
+            "7,2024-13-01,16,view,1.00,[]",
+            "column event_date: cannot read '2024-13-01' as date",
+        ),
     ]
 
 
@@ -123,26 +148,33 @@ def test_table_schema_is_the_declared_one_with_bookkeeping(
 def test_table_is_partitioned_and_zstd_compressed(two_runs: dict[str, Any]) -> None:
     table_dir = Path(two_runs["lake"]) / "tables" / "events"
     partitions = sorted(p.name for p in table_dir.iterdir() if p.name.startswith("event_date="))
-    assert partitions == ["event_date=2024-01-01", "event_date=2024-01-02",
-                          "event_date=2024-01-03", "event_date=2024-01-04"]
+    assert partitions == [
+        "event_date=2024-01-01",
+        "event_date=2024-01-02",
+        "event_date=2024-01-03",
+        "event_date=2024-01-04",
+    ]
     files = list(table_dir.glob("event_date=*/*.parquet"))
     assert files
     for file in files:
         meta = pq.ParquetFile(file).metadata
-        codecs = {meta.row_group(g).column(c).compression
-                  for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+        codecs = {
+            meta.row_group(g).column(c).compression
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        }
         assert codecs == {"ZSTD"}
 
 
-def test_another_engine_reads_the_same_rows(spark: SparkSession, two_runs: dict[str, Any]
-                                            ) -> None:
+def test_another_engine_reads_the_same_rows(spark: SparkSession, two_runs: dict[str, Any]) -> None:
     uri = two_runs["first"]["table"]
     by_spark = sorted(
         (r.event_id, bytes(r._content_hash)) for r in spark.read.format("delta").load(uri).collect()
     )
     arrow: pa.Table = deltalake.DeltaTable(uri).to_pyarrow_table()
-    by_delta_rs = sorted(zip(arrow["event_id"].to_pylist(), arrow["_content_hash"].to_pylist(),
-                             strict=True))
+    by_delta_rs = sorted(
+        zip(arrow["event_id"].to_pylist(), arrow["_content_hash"].to_pylist(), strict=True)
+    )
     assert by_delta_rs == by_spark
     assert deltalake.DeltaTable(uri).version() == two_runs["first"]["table_version"]
 

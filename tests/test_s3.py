@@ -13,6 +13,7 @@ from botocore.config import Config
 from pyspark.sql import SparkSession
 
 from pipelines import jvm, sample
+from tests.conftest import SCHEMAS
 from tests.helpers import accounting_holds, ingest_quietly
 
 pytestmark = pytest.mark.s3
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.s3
 
 def _client(s3: dict[str, str]) -> Any:
     return boto3.client(
-        "s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+        "s3",
+        endpoint_url=s3["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
         aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
         config=Config(s3={"addressing_style": "path"}),
@@ -35,9 +38,12 @@ def upload_folder(s3: dict[str, str], folder: Path, bucket: str, prefix: str) ->
 
 def storage_options(s3: dict[str, str]) -> dict[str, str]:
     return {
-        "AWS_ENDPOINT_URL": s3["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"], "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        "AWS_ENDPOINT_URL": s3["AWS_ENDPOINT_URL"],
+        "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
     }
 
 
@@ -55,9 +61,12 @@ def test_ingest_from_s3_to_s3_and_read_back_without_spark(
     prefix = s3["prefix"]
     upload_folder(s3, tmp_path / "raw", "raw", prefix)
     lake = f"s3a://lake/{prefix}"
-    first = ingest_quietly("events", f"s3a://raw/{prefix}/", "--lake", lake, "--schemas", "schemas")
-    second = ingest_quietly("events", f"s3://raw/{prefix}/*.csv*", "--lake", lake,
-                            "--schemas", "schemas")
+    first = ingest_quietly(
+        "events", f"s3a://raw/{prefix}/", "--lake", lake, "--schemas", str(SCHEMAS)
+    )
+    second = ingest_quietly(
+        "events", f"s3://raw/{prefix}/*.csv*", "--lake", lake, "--schemas", str(SCHEMAS)
+    )
 
     assert first["table"] == f"s3a://lake/{prefix}/tables/events"
     assert first["rows_read"] == stats.lines == second["rows_read"]
@@ -74,8 +83,9 @@ def test_ingest_from_s3_to_s3_and_read_back_without_spark(
     )
     table_uri = first["table"].replace("s3a://", "s3://")
     arrow = deltalake.DeltaTable(table_uri, storage_options=storage_options(s3)).to_pyarrow_table()
-    by_delta_rs = sorted(zip(arrow["event_id"].to_pylist(), arrow["_content_hash"].to_pylist(),
-                             strict=True))
+    by_delta_rs = sorted(
+        zip(arrow["event_id"].to_pylist(), arrow["_content_hash"].to_pylist(), strict=True)
+    )
     assert by_delta_rs == by_spark
     assert len(by_spark) == first["rows_written"]
 
@@ -85,14 +95,28 @@ def test_secret_key_is_in_no_table_log_or_output(
 ) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "e.csv.gz").write_bytes(gzip.compress(
-        b"event_id,event_date,user_id,kind,amount,tags\n1,2024-01-01,1,view,1.00,[]\nx,,,,,\n"))
+    (raw / "e.csv.gz").write_bytes(
+        gzip.compress(
+            b"event_id,event_date,user_id,kind,amount,tags\n1,2024-01-01,1,view,1.00,[]\nx,,,,,\n"
+        )
+    )
     prefix = s3["prefix"]
     upload_folder(s3, raw, "raw", prefix)
     from pipelines import cli
 
-    code = cli.main(["ingest", "events", f"s3a://raw/{prefix}", "--lake", f"s3a://lake/{prefix}",
-                     "--schemas", "schemas", "--json", "--debug"])
+    code = cli.main(
+        [
+            "ingest",
+            "events",
+            f"s3a://raw/{prefix}",
+            "--lake",
+            f"s3a://lake/{prefix}",
+            "--schemas",
+            str(SCHEMAS),
+            "--json",
+            "--debug",
+        ]
+    )
     out, err = capfd.readouterr()
     assert code == 0
     secret = s3["AWS_SECRET_ACCESS_KEY"]

@@ -23,7 +23,10 @@ from pipelines.types import TypeParseError, parse_type
         (
             "struct<a:int, `b c`: array<date>>",
             T.StructType(
-                [T.StructField("a", T.IntegerType()), T.StructField("b c", T.ArrayType(T.DateType()))]
+                [
+                    T.StructField("a", T.IntegerType()),
+                    T.StructField("b c", T.ArrayType(T.DateType())),
+                ]
             ),
         ),
     ],

@@ -61,21 +61,38 @@ def _seaweed_command(weed: str, data: Path, port: int, access: str, secret: str)
     config.write_text(json.dumps({"identities": [identity]}))
     config.chmod(0o600)
     return [
-        weed, "server",
+        weed,
+        "server",
         f"-dir={data / 'data'}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
         f"-master.port={free_port(with_grpc=True)}",
         f"-volume.port={free_port(with_grpc=True)}",
-        "-master.volumeSizeLimitMB=64", "-volume.max=0",
-        "-filer", f"-filer.port={free_port(with_grpc=True)}",
-        "-s3", f"-s3.port={port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        "-filer",
+        f"-filer.port={free_port(with_grpc=True)}",
+        "-s3",
+        f"-s3.port={port}",
+        f"-s3.port.grpc={free_port()}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
     ]
 
 
 def _minio_command(minio: str, data: Path, port: int) -> list[str]:
-    return [minio, "server", str(data / "data"), "--address", f"127.0.0.1:{port}",
-            "--console-address", f"127.0.0.1:{free_port()}", "--quiet"]
+    return [
+        minio,
+        "server",
+        str(data / "data"),
+        "--address",
+        f"127.0.0.1:{port}",
+        "--console-address",
+        f"127.0.0.1:{free_port()}",
+        "--quiet",
+    ]
 
 
 def _find(binary: str, env_var: str) -> str:
@@ -94,13 +111,15 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path, timeout
         if proc.poll() is not None:
             raise SystemExit(f"error: S3 server exited with {proc.returncode}; see {log}")
         try:
-            urllib.request.urlopen(endpoint, timeout=2)  # noqa: S310 - loopback only
+            urllib.request.urlopen(endpoint, timeout=2)
             return
         except urllib.error.HTTPError:
             return  # 403 to an anonymous request: the gateway is answering
         except OSError:
             time.sleep(0.3)
-    raise SystemExit(f"error: S3 server did not answer on {endpoint} within {timeout:.0f}s; see {log}")
+    raise SystemExit(
+        f"error: S3 server did not answer on {endpoint} within {timeout:.0f}s; see {log}"
+    )
 
 
 def start(state: Path, buckets: list[str], kind: str, timeout: float = 90.0) -> dict[str, str]:
@@ -117,8 +136,9 @@ def start(state: Path, buckets: list[str], kind: str, timeout: float = 90.0) -> 
         cmd = _seaweed_command(_find("weed", "LAKESHARD_WEED_BIN"), state, port, access, secret)
     log = state / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=state, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=state, start_new_session=True
+        )
     (state / "pid").write_text(str(proc.pid))
     endpoint = f"http://127.0.0.1:{port}"
     _wait_ready(endpoint, proc, log, timeout)
@@ -140,7 +160,9 @@ def _create_buckets(info: dict[str, str], buckets: list[str], deadline: float) -
     from botocore.config import Config
 
     client = boto3.client(
-        "s3", endpoint_url=info["AWS_ENDPOINT_URL"], region_name=info["AWS_REGION"],
+        "s3",
+        endpoint_url=info["AWS_ENDPOINT_URL"],
+        region_name=info["AWS_REGION"],
         aws_access_key_id=info["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=info["AWS_SECRET_ACCESS_KEY"],
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
@@ -185,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p_start = sub.add_parser("start", help="start a server; print `export` lines for a shell")
     p_start.add_argument("state", type=Path)
     p_start.add_argument("--bucket", action="append", default=[])
-    p_start.add_argument("--kind", default=os.environ.get("LAKESHARD_S3_SERVER", "seaweedfs"),
-                         choices=["seaweedfs", "minio"])
+    p_start.add_argument(
+        "--kind",
+        default=os.environ.get("LAKESHARD_S3_SERVER", "seaweedfs"),
+        choices=["seaweedfs", "minio"],
+    )
     p_stop = sub.add_parser("stop", help="stop the server started with this state folder")
     p_stop.add_argument("state", type=Path)
     args = parser.parse_args(argv)

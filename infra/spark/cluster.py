@@ -10,6 +10,7 @@ the same Spark. Tests start it through :func:`start`; by hand:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,10 @@ def _launch(state: Path, name: str, args: list[str], env: dict[str, str]) -> int
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(_spark_home() / "bin" / "spark-class"), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     return proc.pid
 
@@ -51,8 +55,9 @@ def _wait_for(log: Path, text: str, timeout: float) -> None:
     raise RuntimeError(f"timed out waiting for {text!r} in {log}")
 
 
-def start(state: Path, workers: int = 2, cores: int = 1, memory: str = "1g",
-          timeout: float = 120.0) -> dict[str, object]:
+def start(
+    state: Path, workers: int = 2, cores: int = 1, memory: str = "1g", timeout: float = 120.0
+) -> dict[str, object]:
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(
@@ -64,25 +69,53 @@ def start(state: Path, workers: int = 2, cores: int = 1, memory: str = "1g",
     )
     port = _free_port()
     master_url = f"spark://127.0.0.1:{port}"
-    pids = [_launch(state, "master", [
-        "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-        "--port", str(port), "--webui-port", str(_free_port()),
-    ], env)]
+    pids = [
+        _launch(
+            state,
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(_free_port()),
+            ],
+            env,
+        )
+    ]
     _wait_for(state / "master.log", "I have been elected leader", timeout)
     for n in range(workers):
         work = state / "work" / f"worker-{n}"
         work.mkdir(parents=True, exist_ok=True)
-        pids.append(_launch(state, f"worker-{n}", [
-            "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-            "--webui-port", str(_free_port()), "--cores", str(cores), "--memory", memory,
-            "--work-dir", str(work), master_url,
-        ], env))
+        pids.append(
+            _launch(
+                state,
+                f"worker-{n}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--webui-port",
+                    str(_free_port()),
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--work-dir",
+                    str(work),
+                    master_url,
+                ],
+                env,
+            )
+        )
     for n in range(workers):
         _wait_for(state / f"worker-{n}.log", "Successfully registered with master", timeout)
     info: dict[str, object] = {
-        "master": master_url, "pids": pids, "work_dirs": [
-            str(state / "work" / f"worker-{n}") for n in range(workers)
-        ],
+        "master": master_url,
+        "pids": pids,
+        "work_dirs": [str(state / "work" / f"worker-{n}") for n in range(workers)],
     }
     (state / "cluster.json").write_text(json.dumps(info))
     return info
@@ -107,10 +140,8 @@ def stop(state: Path) -> None:
                 break
             time.sleep(0.2)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     info_file.unlink()
 
 

@@ -62,8 +62,14 @@ def resolve() -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".jars-", dir=folder.parent))
     cmd = [
-        mvn, "-B", "-q", f"-Dmaven.repo.local={cache_root() / 'm2'}", "-f", str(POM),
-        "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+        mvn,
+        "-B",
+        "-q",
+        f"-Dmaven.repo.local={cache_root() / 'm2'}",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
     ]
     subprocess.run(cmd, check=True)
     (staging / COMPLETE).write_text("".join(p.name + "\n" for p in sorted(staging.glob("*.jar"))))
@@ -109,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         elif verb == "defaults":
             print(write_spark_defaults())
         else:
-            print(f"usage: python -m pipelines.jvm [resolve|path|defaults] (got {verb!r})",
-                  file=sys.stderr)
+            print(
+                f"usage: python -m pipelines.jvm [resolve|path|defaults] (got {verb!r})",
+                file=sys.stderr,
+            )
             return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

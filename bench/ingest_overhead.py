@@ -1,0 +1,140 @@
+"""Governed ingest vs a bare Spark CSV -> Parquet copy of the same generated input, one run.
+
+    python bench/ingest_overhead.py [--mb 1024] [--files 8]
+
+Generates ``--mb`` of ``events`` CSV (with the usual mess: ~3% duplicates, ~1% bad rows), then,
+in the same SparkSession, times (a) ``spark.read.csv(schema) -> write.parquet(zstd)`` and (b) a
+full ``lakeshard ingest`` (parse + validate + hash + dedup + Delta commit + quarantine + run log)
+into a fresh lake, and prints the ratio b / a. These machines are noisy: compare ratios, not times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import types as T
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipelines.datasets import load_dataset  # noqa: E402
+from pipelines.ingest import run_ingest  # noqa: E402
+from pipelines.settings import resolve_settings  # noqa: E402
+from pipelines.spark import get_spark  # noqa: E402
+
+HEADER = "event_id,event_date,user_id,kind,amount,tags\n"
+KINDS = np.array(["view", "cart", "buy", "refund"])
+TAGS = np.array(["[]", '"[""new""]"', '"[""promo"",""mobile""]"'])
+
+
+def generate(folder: Path, megabytes: int, files: int, seed: int = 1) -> int:
+    """Write ``files`` CSV files totalling about ``megabytes``; return the number of rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    bytes_per_row = 48
+    rows_per_file = megabytes * 1_000_000 // bytes_per_row // files
+    total = 0
+    for n in range(files):
+        ids = np.arange(total, total + rows_per_file) + 1
+        dup = rng.random(rows_per_file) < 0.03
+        ids[dup] = rng.integers(1, max(2, total + 1), dup.sum())  # some rows repeat earlier ids
+        days = np.char.add(
+            "2024-01-", np.char.zfill(rng.integers(1, 29, rows_per_file).astype(str), 2)
+        )
+        users = rng.integers(1, 100_000, rows_per_file).astype(str)
+        bad = rng.random(rows_per_file) < 0.01
+        users[bad] = "oops"
+        amounts = np.char.mod("%.2f", rng.integers(1, 100_000, rows_per_file) / 100)
+        kinds = KINDS[rng.integers(0, len(KINDS), rows_per_file)]
+        tags = TAGS[rng.integers(0, len(TAGS), rows_per_file)]
+        # A duplicated id carries the same values as its first occurrence would not; make the
+        # repeats exact copies of a fixed row so that they are content duplicates.
+        users[dup], amounts[dup], kinds[dup], tags[dup] = "7", "1.00", "view", "[]"
+        days[dup] = "2024-01-01"
+        ids[dup] = 1
+        lines = [
+            ",".join(cols)
+            for cols in zip(ids.astype(str), days, users, kinds, amounts, tags, strict=True)
+        ]
+        (folder / f"events-{n:03d}.csv").write_text(HEADER + "\n".join(lines) + "\n")
+        total += rows_per_file
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ingest_overhead")
+    args = parser.parse_args()
+
+    raw = args.out / f"raw-{args.mb}mb"
+    if not (raw / "_READY").exists():
+        shutil.rmtree(raw, ignore_errors=True)
+        t = time.monotonic()
+        rows = generate(raw, args.mb, args.files)
+        (raw / "_READY").write_text(str(rows))
+        print(f"generated {rows:,} rows in {time.monotonic() - t:.0f}s", file=sys.stderr)
+    rows = int((raw / "_READY").read_text())
+    size = sum(p.stat().st_size for p in raw.glob("*.csv"))
+
+    spark = get_spark("local[*]")
+    dataset = load_dataset(ROOT / "schemas", "events")
+    for target in ("baseline", "lake"):
+        shutil.rmtree(args.out / target, ignore_errors=True)
+
+    # The bare copy reads the declared scalar types; CSV has no array type, so `tags` stays text.
+    flat = T.StructType(
+        [
+            T.StructField(
+                f.name, T.StringType() if isinstance(f.dataType, T.ArrayType) else f.dataType
+            )
+            for f in dataset.schema.struct().fields
+        ]
+    )
+    t = time.monotonic()
+    (
+        spark.read.schema(flat)
+        .option("header", True)
+        .csv(str(raw / "*.csv"))
+        .write.option("compression", "zstd")
+        .mode("overwrite")
+        .parquet(str(args.out / "baseline"))
+    )
+    baseline = time.monotonic() - t
+
+    settings = resolve_settings(lake=str(args.out / "lake"), schemas=str(ROOT / "schemas"))
+    t = time.monotonic()
+    summary = run_ingest(spark, settings, dataset, [str(raw / "*.csv")])
+    governed = time.monotonic() - t
+
+    result = {
+        "bench": "ingest_overhead",
+        "input_mb": round(size / 1e6, 1),
+        "rows": rows,
+        "baseline_csv_to_parquet_s": round(baseline, 1),
+        "governed_ingest_s": round(governed, 1),
+        "ratio": round(governed / baseline, 2),
+        "goal_ratio": 1.5,
+        "rows_written": summary.rows_written,
+        "rows_duplicate": summary.rows_duplicate,
+        "rows_quarantined": summary.rows_quarantined,
+        "spark_master": spark.sparkContext.master,
+        "cores": spark.sparkContext.defaultParallelism,
+    }
+    print(
+        f"ingest_overhead: {result['input_mb']} MB, {rows:,} rows: baseline {baseline:.1f}s, "
+        f"governed {governed:.1f}s, ratio {governed / baseline:.2f}x (goal <= 1.5x)"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
