@@ -174,10 +174,9 @@ def _encode_value(array: pa.Array) -> pa.Array:
         return _with_nulls(_join([_tag(b"I"), _fixed(data, 8)]), array)
     if pa.types.is_floating(t):
         data = np.array(array.cast(pa.float64()).fill_null(0.0), dtype="<f8")
-        data[data == 0.0] = 0.0  # -0.0 -> 0.0
-        data[np.isnan(data)] = np.float64("nan")  # one NaN bit pattern
         canonical = data.view("<u8").copy()
-        canonical[np.isnan(data)] = 0x7FF8000000000000
+        canonical[data == 0.0] = 0  # -0.0 -> 0.0
+        canonical[np.isnan(data)] = 0x7FF8000000000000  # one NaN bit pattern
         return _with_nulls(_join([_tag(b"F"), _fixed(canonical, 8)]), array)
     if pa.types.is_decimal(t):
         return _encode_decimal(array)

@@ -114,3 +114,32 @@ def test_sample_data_accounting(spark: SparkSession, tmp_path: Path) -> None:
     assert summary["rows_quarantined"] == stats.bad
     assert accounting_holds(summary)
     assert spark.read.format("delta").load(summary["table"]).count() == summary["rows_written"]
+
+
+def test_row_numbers_stay_exact_when_spark_splits_a_file(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lines = []
+    for n in range(1, 401):
+        if n % 97 == 0:
+            lines.append('{"click_id": "broken", ')
+        else:
+            lines.append(
+                json.dumps({"click_id": f"c{n}", "day": "2024-02-01", "url": "/" * (n % 7)})
+            )
+    (raw / "big.jsonl").write_text("\n".join(lines) + "\n")  # ~20 KB, splittable
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        summary = ingest_quietly(
+            "clicks", str(raw), "--lake", str(tmp_path / "lake"), "--schemas", str(SCHEMAS)
+        )
+        splits = spark.read.text(str(raw)).select("_metadata.file_block_start").distinct().count()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert splits > 1  # the file really was read in several splits
+    quarantine = spark.read.format("delta").load(summary["quarantine"])
+    assert sorted(r._source_row for r in quarantine.collect()) == [97, 194, 291, 388]
+    assert summary["rows_written"] == 396
