@@ -23,6 +23,9 @@ from pipelines.spark import get_spark, s3a_options
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
+CONFORMANCE = Path(
+    os.environ.get("LAKESHARD_CONFORMANCE", str(REPO.parent / "shared" / "conformance"))
+)
 
 # Small test data: few shuffle partitions, no UI, deterministic time zone.
 _TEST_SPARK_CONF = ";".join(
@@ -93,6 +96,17 @@ def schemas(tmp_path: Path) -> Path:
     target = tmp_path / "schemas"
     shutil.copytree(SCHEMAS, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def conformance() -> Path:
+    """The outside bad-input corpora (``LAKESHARD_CONFORMANCE``, default ../shared/conformance)."""
+    if not CONFORMANCE.is_dir():
+        pytest.skip(
+            f"conformance corpora not found at {CONFORMANCE}: set LAKESHARD_CONFORMANCE to a "
+            "copy of the shared corpora to run these tests"
+        )
+    return CONFORMANCE
 
 
 def last_json_line(stdout: str) -> dict[str, object]:
