@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from pipelines import __version__
-from pipelines.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LakeshardError
+from pipelines.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LakeshardError, describe
 from pipelines.settings import DEFAULT_MASTER, Settings, resolve_settings
 
 _EPILOG = """\
@@ -107,16 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {_describe(exc)}", file=sys.stderr)
+        print(f"error: {describe(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for an unexpected error: its type and first line (the JVM's, for Spark)."""
-    java = getattr(exc, "java_exception", None)
-    text = str(java.toString()) if java is not None else str(exc)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first[:400]} (rerun with --debug for the traceback)"
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,18 @@ EXIT_USAGE = 2  # usage or configuration: unknown dataset, bad YAML, bad flag, u
 EXIT_POLICY = 3  # refused by policy: incompatible schema, a rule set to `fail`, a lock held
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message (the JVM's, for a Spark error)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line`` of an unexpected error, short enough for a log or run record."""
+    return f"{type(exc).__name__}: {first_line(exc)[:400]}"
+
+
 class LakeshardError(Exception):
     """An error with a one-line message for the user and the exit code it maps to."""
 

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from pipelines import __version__, lake, reading, storage, validate
 from pipelines.columns import BLANK, CONTENT_HASH, REASON, col
 from pipelines.datasets import Dataset
-from pipelines.errors import LakeshardError, PolicyError
+from pipelines.errors import LakeshardError, PolicyError, describe
 from pipelines.settings import Settings
 
 R = TypeVar("R")
@@ -100,7 +100,7 @@ def run_ingest(
         summary.status, error = "failed", exc.message
         raise
     except Exception as exc:
-        summary.status, error = "failed", _one_line(exc)
+        summary.status, error = "failed", describe(exc)
         raise
     finally:
         _record(spark, settings, dataset, sources, summary, started, error)
@@ -242,11 +242,6 @@ def _csv_header_problem(text: str) -> str:
     return f"CSV header does not match the declared schema: {found}; {expected}; {where}"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-
-
 def _record(
     spark: SparkSession,
     settings: Settings,
@@ -279,4 +274,4 @@ def _record(
     try:
         lake.record_run(spark, settings.runs_uri(), record)
     except Exception as exc:  # the run's own outcome matters more than its log line
-        progress(f"warning: could not write the run log: {_one_line(exc)}")
+        progress(f"warning: could not write the run log: {describe(exc)}")

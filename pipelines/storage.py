@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from pipelines.errors import ConfigError, StorageError
+from pipelines.errors import ConfigError, StorageError, first_line
 from pipelines.settings import normalise_uri
 
 # Files a writer leaves while it is still writing, or markers; never data.
@@ -36,7 +36,7 @@ def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
             fs = path.getFileSystem(conf)
             matches = fs.globStatus(path)
         except Exception as exc:  # py4j wraps the Java exception
-            raise StorageError(f"cannot list source {source}: {_java_message(exc)}") from None
+            raise StorageError(f"cannot list source {source}: {first_line(exc)}") from None
         if matches is None or len(matches) == 0:
             raise ConfigError(f"source {source} matches no file")
         for status in matches:
@@ -60,12 +60,6 @@ def _walk(fs: Any, status: Any) -> Iterator[Any]:
     iterator = fs.listFiles(status.getPath(), True)
     while iterator.hasNext():
         yield iterator.next()
-
-
-def _java_message(exc: BaseException) -> str:
-    java = getattr(exc, "java_exception", None)
-    text = str(java.toString()) if java is not None else str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_lake_reachable(lake: str) -> None:

@@ -14,7 +14,8 @@ from tests.conftest import CONFORMANCE
 from tests.helpers import accounting_holds, ingest_quietly
 
 SPECTRUM = CONFORMANCE / "csv_spectrum" / "csvs"
-SPECTRUM_CASES = sorted(p.stem for p in SPECTRUM.glob("*.csv")) if SPECTRUM.is_dir() else []
+# Without the corpora, one placeholder case lets the `conformance` fixture skip with its reason.
+SPECTRUM_CASES = sorted(p.stem for p in SPECTRUM.glob("*.csv")) or ["corpus-absent"]
 
 # Where the corpus as published disagrees with itself, the test says so instead of skipping:
 # - the *_crlf files were stored with LF line endings, though their names and expected values
