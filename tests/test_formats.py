@@ -12,31 +12,23 @@ from pyspark.sql import SparkSession
 from tests.conftest import SCHEMAS
 from tests.helpers import accounting_holds, ingest_quietly
 
+CLICK_A = json.dumps(
+    {
+        "click_id": "a",
+        "day": "2024-02-01",
+        "ts": "2024-02-01T10:00:00Z",
+        "url": "/",
+        "position": 1,
+        "context": {"device": "ios", "ab_bucket": 2},
+    }
+)
 CLICKS = [
-    json.dumps(
-        {
-            "click_id": "a",
-            "day": "2024-02-01",
-            "ts": "2024-02-01T10:00:00Z",
-            "url": "/",
-            "position": 1,
-            "context": {"device": "ios", "ab_bucket": 2},
-        }
-    ),
+    CLICK_A,
     "",  # line 2: blank, not a record
     '{"click_id": "b", "day": "2024-02-01", "position": "top"}',  # line 3: not an int
     '{"click_id": "c", "day": ',  # line 4: cut off
     "[1, 2]",  # line 5: not an object
-    json.dumps(
-        {
-            "click_id": "a",
-            "day": "2024-02-01",
-            "ts": "2024-02-01T10:00:00Z",
-            "url": "/",
-            "position": 1,
-            "context": {"device": "ios", "ab_bucket": 2},
-        }
-    ),
+    CLICK_A,  # line 6: the same record again
     json.dumps({"click_id": "d", "day": "2024-02-02", "context": {"device": "web"}}),
     '{"day": "2024-02-02"}',  # line 8: click_id is required
 ]
