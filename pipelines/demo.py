@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pipelines import cli, sample
+from pipelines.ingest import accounting_holds
 from pipelines.settings import local_path, resolve_settings
 
 RAW = Path("build/demo/raw")
@@ -52,14 +53,7 @@ def main() -> int:
                 f"{dataset:8} #{n:<3} {s['rows_read']:>6} {s['rows_written']:>8} "
                 f"{s['rows_duplicate']:>5} {s['rows_quarantined']:>5} {s['table_version']}"
             )
-        holds = all(
-            s["rows_read"]
-            == s["rows_written"]
-            + s["rows_duplicate"]  # type: ignore[operator]
-            + s["rows_quarantined"]
-            + s["rows_dropped"]
-            for s in runs
-        )
+        holds = all(accounting_holds(s) for s in runs)
         print(
             f"{'':8} accounting rows_read = written + duplicate + quarantined + dropped: "
             f"{'holds' if holds else 'BROKEN'}"

@@ -32,7 +32,7 @@ All integers are little-endian. The hash is ``xxh3_128(encoding, seed=0)`` as 16
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -271,8 +271,3 @@ def _xxh3_128(encoded: pa.Array) -> pa.Array:
         pa.binary(HASH_BYTES), n, [None, pa.py_buffer(out)]
     )
     return fixed.cast(pa.binary())
-
-
-def hex_hashes(hashes: Iterable[bytes]) -> list[str]:
-    """The 32-character lowercase hex form of stored hashes."""
-    return [h.hex() for h in hashes]

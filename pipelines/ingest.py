@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -63,10 +63,11 @@ class Summary:
         data.update(extra)
         return data
 
-    def accounting_holds(self) -> bool:
-        return self.rows_read == (
-            self.rows_written + self.rows_duplicate + self.rows_quarantined + self.rows_dropped
-        )
+
+def accounting_holds(summary: Mapping[str, Any]) -> bool:
+    """rows_read = rows_written + rows_duplicate + rows_quarantined + rows_dropped."""
+    parts = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
+    return bool(summary["rows_read"] == sum(summary[key] for key in parts))
 
 
 def new_run_id() -> str:
@@ -146,10 +147,9 @@ def _ingest(
             lambda: (
                 records.filter(~col(BLANK))
                 .agg(F.count(F.lit(1)).alias("read"), F.count(col(REASON)).alias("bad"))
-                .first()
+                .collect()[0]  # a global aggregate always has exactly one row
             )
         )
-        assert counts is not None
         out.rows_read, bad = int(counts["read"]), int(counts["bad"])
         progress(
             f"read {out.rows_read:,} records ({bad:,} refused) in {time.monotonic() - t0:.1f}s"
@@ -160,11 +160,7 @@ def _ingest(
             refused = records.transform(validate.refused_with_source_rows).transform(
                 lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
             )
-            held = (
-                lake.read_table(spark, out.quarantine)
-                if lake.has_data(spark, out.quarantine)
-                else None
-            )
+            held = lake.read_if_data(spark, out.quarantine)
             fresh = validate.not_in(refused, held, validate.QUARANTINE_KEY)
             quarantined = _checked(lambda: lake.append(fresh, out.quarantine, out.run_id)).rows
             progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
@@ -179,16 +175,10 @@ def _ingest(
             plan = _checked(
                 lambda: copies.agg(
                     F.count(F.lit(1)).alias("distinct"),
-                    F.coalesce(F.sum(col("_copies") - 1), F.lit(0)).alias("repeats"),
                     F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
-                ).first()
+                ).collect()[0]
             )
-            assert plan is not None
-            existing = (
-                lake.read_table(spark, out.table).select(CONTENT_HASH)
-                if lake.has_data(spark, out.table)
-                else None
-            )
+            existing = lake.read_if_data(spark, out.table)
             known = (
                 0
                 if existing is None

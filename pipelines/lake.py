@@ -112,6 +112,11 @@ def has_data(spark: SparkSession, uri: str) -> bool:
     return bool(detail and detail["numFiles"])
 
 
+def read_if_data(spark: SparkSession, uri: str) -> DataFrame | None:
+    """The table's rows, or None when it holds no data file (nothing to compare against)."""
+    return read_table(spark, uri) if has_data(spark, uri) else None
+
+
 def current_version(spark: SparkSession, uri: str) -> int | None:
     if not table_exists(spark, uri):
         return None

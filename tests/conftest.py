@@ -6,7 +6,6 @@ cluster are real processes on loopback, started here and stopped at the end of t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -107,8 +106,3 @@ def conformance() -> Path:
             "copy of the shared corpora to run these tests"
         )
     return CONFORMANCE
-
-
-def last_json_line(stdout: str) -> dict[str, object]:
-    result: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
-    return result

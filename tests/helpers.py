@@ -10,19 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pipelines import cli
+from pipelines.ingest import accounting_holds
+
+__all__ = ["REPO", "accounting_holds", "ingest_quietly", "last_json_line", "run_cli"]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def ingest(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
-    """Run ``lakeshard ingest ARGS --json`` in this process (the shared SparkSession)."""
-    code = cli.main(["ingest", *args, "--json"])
-    out, err = capsys.readouterr()
-    summary = json.loads(out.strip().splitlines()[-1]) if code == 0 else {}
-    return code, summary, err
 
 
 def ingest_quietly(*args: str) -> dict[str, Any]:
@@ -31,8 +24,13 @@ def ingest_quietly(*args: str) -> dict[str, Any]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         code = cli.main(["ingest", *args, "--json"])
     assert code == 0, f"ingest {args} exited {code}"
-    summary: dict[str, Any] = json.loads(out.getvalue().strip().splitlines()[-1])
-    return summary
+    return last_json_line(out.getvalue())
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    """The summary a ``--json`` command prints as its last stdout line."""
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return result
 
 
 def run_cli(
@@ -47,14 +45,4 @@ def run_cli(
         timeout=timeout,
         cwd=REPO,
         check=False,
-    )
-
-
-def accounting_holds(summary: dict[str, Any]) -> bool:
-    return bool(
-        summary["rows_read"]
-        == summary["rows_written"]
-        + summary["rows_duplicate"]
-        + summary["rows_quarantined"]
-        + summary["rows_dropped"]
     )

@@ -12,8 +12,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines import sample
-from tests.conftest import last_json_line
-from tests.helpers import REPO, accounting_holds
+from tests.helpers import REPO, accounting_holds, last_json_line
 from tests.test_s3 import upload_folder
 
 pytestmark = [pytest.mark.s3, pytest.mark.cluster]
