@@ -19,7 +19,22 @@ from pipelines.types import TypeParseError, parse_type
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 FORMATS = ("csv", "json", "parquet")
-ENCODINGS = ("utf-8",)  # more arrive with the encoding option
+# Declared text encodings (csv and json): Python codec names, also understood by Java.
+ENCODINGS = ("utf-8", "utf-16", "utf-16le", "utf-16be", "latin-1", "cp1252")
+ON_CHANGED_FILE = ("reject", "reingest")
+_SIZE = re.compile(r"([0-9]+)\s*(|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.ya?ml")
 
 
@@ -58,6 +73,17 @@ class CsvOptions:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-file guards checked before any row is read (decompressed bytes, longest line)."""
+
+    # A file that decompresses past this is rejected: a decompression bomb stops here.
+    max_file_bytes: int = 16 * 2**30
+    # A line (JSON lines) or physical CSV line longer than this is rejected: Spark holds a
+    # whole line in memory, so this bounds executor memory per record.
+    max_line_bytes: int = 128 * 2**20
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     format: str
@@ -65,6 +91,9 @@ class Dataset:
     path: Path
     csv: CsvOptions = field(default_factory=CsvOptions)
     partition_by: tuple[str, ...] = ()
+    encoding: str = "utf-8"
+    on_changed_file: str = "reject"
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def schema(self) -> SchemaVersion:
@@ -95,6 +124,11 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
     if decl.has("csv") and fmt != "csv":
         raise ConfigError(f"{decl_path}: csv: only applies to format: csv (format is {fmt})")
     partition_by = tuple(decl.str_list("partition_by"))
+    encoding = decl.choice("encoding", ENCODINGS, default="utf-8")
+    if decl.has("encoding") and fmt == "parquet":
+        raise ConfigError(f"{decl_path}: encoding: only applies to csv and json (format is {fmt})")
+    on_changed_file = decl.choice("on_changed_file", ON_CHANGED_FILE, default="reject")
+    limits = _limits(decl.mapping("limits")) if decl.has("limits") else Limits()
     decl.reject_unknown()
 
     versions = _load_versions(folder)
@@ -115,7 +149,15 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
                 f"{dtype.simpleString()} cannot be a partition column"
             )
     return Dataset(
-        name=name, format=fmt, versions=versions, path=folder, csv=csv, partition_by=partition_by
+        name=name,
+        format=fmt,
+        versions=versions,
+        path=folder,
+        csv=csv,
+        partition_by=partition_by,
+        encoding=encoding,
+        on_changed_file=on_changed_file,
+        limits=limits,
     )
 
 
@@ -182,6 +224,16 @@ def _csv_options(csv: _Mapping) -> CsvOptions:
     return options
 
 
+def _limits(limits: _Mapping) -> Limits:
+    defaults = Limits()
+    result = Limits(
+        max_file_bytes=limits.size("max_file_bytes", defaults.max_file_bytes),
+        max_line_bytes=limits.size("max_line_bytes", defaults.max_line_bytes),
+    )
+    limits.reject_unknown()
+    return result
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -232,11 +284,27 @@ class _Mapping:
             raise self._fail(key, f"expected true or false, got {value!r}")
         return value
 
-    def choice(self, key: str, options: tuple[str, ...]) -> str:
+    def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
         value = self.get(key)
+        if value is None and default is not None:
+            return default
+        if isinstance(value, str) and value.lower() in options:
+            return value.lower()
         if value not in options:
             raise self._fail(key, f"expected one of {', '.join(options)}, got {value!r}")
         return str(value)
+
+    def size(self, key: str, default: int) -> int:
+        """A byte count: an integer, or a string such as ``64MiB`` or ``10 GB``."""
+        value = self.get(key)
+        if value is None:
+            return default
+        match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * _UNITS[match.group(2)]
+        raise self._fail(key, f"expected a size such as 1048576, 64MiB or 10GB, got {value!r}")
 
     def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
         value = self.get(key)

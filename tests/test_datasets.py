@@ -58,6 +58,11 @@ V1 = "columns:\n  - {name: id, type: long, nullable: false}\n  - {name: day, typ
             "columns:\n  - {name: id, type: long, nulable: true}\n",
             r"columns\[0\]\.nulable: unknown key",
         ),
+        ("format: csv\nencoding: ebcdic\n", V1, r"encoding: expected one of utf-8, utf-16"),
+        ("format: parquet\nencoding: utf-8\n", V1, r"encoding: only applies to csv and json"),
+        ("format: csv\non_changed_file: keep\n", V1, r"on_changed_file: expected one of reject"),
+        ("format: csv\nlimits: {max_file_bytes: 10 parsecs}\n", V1, r"limits\.max_file_bytes"),
+        ("format: csv\nlimits: {max_rows: 3}\n", V1, r"limits\.max_rows: unknown key"),
         ("format: csv\n", "columns: [}\n", r"v1\.yaml: line 1, column \d+: malformed YAML"),
         ("format: [csv\n", V1, r"dataset\.yaml: line \d+, column \d+: malformed YAML"),
     ],
@@ -82,3 +87,20 @@ def test_schema_versions_must_be_contiguous(tmp_path: Path) -> None:
     (tmp_path / "gappy" / "v3.yaml").write_text(V1)
     with pytest.raises(ConfigError, match=r"missing v2\.yaml"):
         load_dataset(tmp_path, "gappy")
+
+
+def test_file_policies_and_limits_have_defaults_and_sizes(tmp_path: Path) -> None:
+    _write(tmp_path, "plain", "format: json\n", V1)
+    plain = load_dataset(tmp_path, "plain")
+    assert (plain.encoding, plain.on_changed_file) == ("utf-8", "reject")
+    assert plain.limits.max_file_bytes == 16 * 2**30
+    _write(
+        tmp_path,
+        "tuned",
+        "format: csv\nencoding: Latin-1\non_changed_file: reingest\n"
+        "limits: {max_file_bytes: 10GB, max_line_bytes: 65536}\n",
+        V1,
+    )
+    tuned = load_dataset(tmp_path, "tuned")
+    assert (tuned.encoding, tuned.on_changed_file) == ("latin-1", "reingest")
+    assert (tuned.limits.max_file_bytes, tuned.limits.max_line_bytes) == (10**10, 65536)
