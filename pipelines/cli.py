@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from pipelines import __version__
-from pipelines.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, LakeshardError, describe
+from pipelines.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    LakeshardError,
+    describe,
+)
+from pipelines.lease import DEFAULT_TTL_S
 from pipelines.settings import DEFAULT_MASTER, Settings, resolve_settings
 
 _EPILOG = """\
@@ -17,6 +26,8 @@ environment:
   LAKESHARD_LAKE          lake root (default ./lake); a path, file://, s3a:// or s3:// URI
   LAKESHARD_SCHEMAS       dataset declarations (default ./schemas)
   LAKESHARD_SPARK_MASTER  Spark master (default local[*]; spark-submit's --master wins)
+  LAKESHARD_LEASE_WAIT    seconds to wait for another run of the same dataset (default 0)
+  LAKESHARD_LEASE_TTL     seconds a dead run's lease lives on (default 120)
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION,
   AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) for S3-compatible storage
 
@@ -77,8 +88,45 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="files, folders or globs; local paths or s3a:// URIs",
     )
+    ingest.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=_seconds,
+        help="if another run is writing this dataset, wait up to this long for it "
+        "(env LAKESHARD_LEASE_WAIT; default 0: exit 3 at once)",
+    )
+    ingest.add_argument(
+        "--lease-ttl",
+        metavar="SECONDS",
+        type=_seconds,
+        help="how long the dataset's lease outlives a run that stops renewing it, e.g. a "
+        f"killed driver (env LAKESHARD_LEASE_TTL; default {DEFAULT_TTL_S:.0f})",
+    )
     _common(ingest)
     return parser
+
+
+def _setting(flag: float | None, variable: str, default: float) -> float:
+    """A number of seconds: the flag, else the environment variable, else the default."""
+    if flag is not None:
+        return flag
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.datasets import load_dataset
-    from pipelines.ingest import run_ingest
+    from pipelines.ingest import LeaseOptions, run_ingest
     from pipelines.spark import get_spark
     from pipelines.storage import check_lake_reachable
 
@@ -122,8 +170,12 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     for source in args.sources:
         if source.startswith(("s3://", "s3a://")):
             check_lake_reachable(source)
+    lease = LeaseOptions(
+        wait_s=_setting(args.wait, "LAKESHARD_LEASE_WAIT", 0.0),
+        ttl_s=_setting(args.lease_ttl, "LAKESHARD_LEASE_TTL", DEFAULT_TTL_S),
+    )
     spark = get_spark(settings.master)
-    summary = run_ingest(spark, settings, dataset, list(args.sources))
+    summary = run_ingest(spark, settings, dataset, list(args.sources), lease)
     if args.json:
         print(json.dumps(summary.as_json(), sort_keys=False))
     else:

@@ -1,23 +1,30 @@
-"""The ingest run: source files -> validated, hashed, deduplicated rows -> Delta, one commit each.
+"""The ingest run: source files -> validated, hashed, deduplicated rows -> Delta, exactly once.
 
 Order of work, and why:
 
-1. List the sources (files, folders, globs; local or s3a).
-2. Read, type, hash every record once and keep the result (memory, spilling to disk), so the
-   input is parsed once whatever follows.
-3. Count records; write refused records to the quarantine (skipping any already there, so a
-   rerun adds nothing), with file, row number, raw record and reason.
-4. Drop duplicates inside the batch (first by file and position wins) and rows whose hash is
-   already in the table; append the rest in one commit.
-5. Record the run, with its counts, in the run log.
+1. Take the dataset's lease (one writer per dataset at a time; see :mod:`pipelines.lease`),
+   close out runs that died without an outcome (``abandoned``), log this run as ``running``.
+2. List the sources; look every file up in the ledger in one batch (:mod:`pipelines.ledger`):
+   unchanged files are skipped unopened; new ones are hashed and checked on executors
+   (:mod:`pipelines.files`): same bytes as a file already taken -> skipped, broken -> rejected.
+3. Read, type, hash every record of the files taken once and keep the result (memory, spilling
+   to disk), so the input is parsed once whatever follows.
+4. Count records; write refused records to the quarantine (skipping any already there), with
+   file, row number, raw record and reason.
+5. Drop duplicates inside the batch (first by file and position wins) and rows whose hash is
+   already in the table; append the rest in one commit, whose metadata holds the run's counts.
+6. Record the files in the ledger, then the run's outcome in the run log.
 
-A run that fails before step 4 commits nothing to the table; quarantine and table writes are
-each idempotent (by quarantine key and content hash), so a rerun after a failure converges on
-what one clean run gives.
+Crash safety comes from keyed, idempotent writes rather than a cross-table transaction: the
+table takes only hashes it lacks, the quarantine only keys it lacks, the ledger is written
+last. A run that dies anywhere leaves its files out of the ledger, so the next run reads them
+again and adds exactly what is missing; it also records the dead run as ``abandoned`` with the
+rows that run committed (from the commits' metadata), so the run log still sums to the tables.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -30,13 +37,16 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import __version__, lake, reading, storage, validate
+from pipelines import __version__, files, lake, ledger, reading, storage, validate
+from pipelines import lease as leases
 from pipelines.columns import BLANK, CONTENT_HASH, REASON, col
 from pipelines.datasets import Dataset
 from pipelines.errors import LakeshardError, PolicyError, describe
 from pipelines.settings import Settings
 
 R = TypeVar("R")
+# The counts a run's table commit carries in its metadata (with rows_written, from the commit).
+RUN_COUNTS = ("rows_read", "rows_duplicate", "rows_quarantined", "rows_dropped")
 BROADCAST_REPEATED_MAX = 2_000_000  # 16-byte hashes: about 32 MB on each executor
 
 
@@ -79,12 +89,22 @@ def progress(message: str) -> None:
     print(f"lakeshard: {message}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class LeaseOptions:
+    wait_s: float = 0.0  # how long to wait for a run that holds the dataset's lease
+    ttl_s: float = leases.DEFAULT_TTL_S  # how long a claim lives without a heartbeat
+
+
 def run_ingest(
-    spark: SparkSession, settings: Settings, dataset: Dataset, sources: list[str]
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[str],
+    lease_options: LeaseOptions | None = None,
 ) -> Summary:
     """Ingest ``sources`` into ``dataset``'s table; record the run whether it succeeds or not."""
+    options = lease_options or LeaseOptions()
     run_id = new_run_id()
-    started = datetime.now(UTC)
     summary = Summary(
         dataset=dataset.name,
         run_id=run_id,
@@ -93,51 +113,160 @@ def run_ingest(
         table_version=None,
         quarantine=settings.quarantine_uri(dataset.name),
     )
-    error: str | None = None
-    try:
-        _ingest(spark, settings, dataset, sources, summary)
-        summary.status = "succeeded"
-    except LakeshardError as exc:
-        summary.status, error = "failed", exc.message
-        raise
-    except Exception as exc:
-        summary.status, error = "failed", describe(exc)
-        raise
-    finally:
-        _record(spark, settings, dataset, sources, summary, started, error)
+    with leases.held(
+        settings.lease_uri(dataset.name), run_id, options.ttl_s, options.wait_s
+    ) as held:
+        _ensure_tables(spark, settings, dataset)
+        _close_abandoned_runs(spark, settings, dataset, held)
+        started = datetime.now(UTC)
+        log = settings.runs_uri(dataset.name)
+        lake.record_run(spark, log, _run_record(dataset, sources, summary, started, None))
+        progress(f"run {run_id} holds the lease on {dataset.name}")
+        error: str | None = None
+        try:
+            _ingest(spark, settings, dataset, sources, summary, held)
+            summary.status = "succeeded"
+        except LakeshardError as exc:
+            summary.status, error = "failed", exc.message
+            raise
+        except Exception as exc:
+            summary.status, error = "failed", describe(exc)
+            raise
+        finally:
+            progress(f"recording run {run_id} as {summary.status} in the run log")
+            try:
+                record = _run_record(dataset, sources, summary, started, error)
+                lake.record_run(spark, log, record)
+            except Exception as exc:  # the run's own outcome matters more than its log line
+                progress(f"warning: could not write the run log: {describe(exc)}")
     return summary
 
 
-def _ingest(
-    spark: SparkSession, settings: Settings, dataset: Dataset, sources: list[str], out: Summary
-) -> None:
-    t0 = time.monotonic()
-    context = spark.sparkContext
-    out.extra["spark"] = {"master": context.master, "app_id": context.applicationId}
-    files = storage.list_sources(spark, sources)
-    out.files_seen = len(files)
-    size_mb = sum(f.size for f in files) / 1e6
-    progress(f"run {out.run_id}: {len(files)} file(s), {size_mb:,.1f} MB for {dataset.name}")
+def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) -> None:
     lake.ensure_table(
         spark,
-        out.table,
+        settings.table_uri(dataset.name),
         validate.table_schema(dataset.schema),
         dataset.partition_by,
         description=f"lakeshard dataset {dataset.name}",
     )
     lake.ensure_table(
         spark,
-        out.quarantine,
+        settings.quarantine_uri(dataset.name),
         validate.QUARANTINE_SCHEMA,
         description=f"lakeshard quarantine of {dataset.name}",
     )
-    if not files:
-        out.table_version = lake.current_version(spark, out.table)
-        return
+    lake.ensure_table(
+        spark,
+        settings.ledger_uri(dataset.name),
+        ledger.SCHEMA,
+        description=f"lakeshard file ledger of {dataset.name}",
+    )
+    lake.ensure_table(
+        spark,
+        settings.runs_uri(dataset.name),
+        lake.RUNS_SCHEMA,
+        description=f"lakeshard run log of {dataset.name}",
+    )
 
+
+def _close_abandoned_runs(
+    spark: SparkSession, settings: Settings, dataset: Dataset, held: leases.Lease
+) -> None:
+    """Record runs that died without an outcome as ``abandoned``, with what they committed.
+
+    Holding the lease, this run is the only live writer: any other run still ``running`` is
+    dead. Its table commit (if any) carries its counts; its quarantine commit, its refused rows.
+    """
+    log = settings.runs_uri(dataset.name)
+    for record in lake.unfinished_runs(spark, log):
+        run_id = record["run_id"]
+        table = lake.commit_of(spark, settings.table_uri(dataset.name), run_id)
+        quarantine = lake.commit_of(spark, settings.quarantine_uri(dataset.name), run_id)
+        counts = {key: 0 for key in ("rows_duplicate", "rows_dropped")}
+        counts["rows_quarantined"] = quarantine.rows
+        counts["rows_read"] = quarantine.rows
+        if table.version is not None:
+            counts.update({k: v for k, v in table.notes.items() if k in RUN_COUNTS})
+        counts["rows_written"] = table.rows
+        note = (
+            "the run died; it committed rows to the table but not its files to the ledger, "
+            "so a later run read them again as duplicates"
+            if table.version is not None
+            else "the run died before committing rows to the table"
+        )
+        record.update(
+            counts,
+            status="abandoned",
+            ended_at=datetime.now(UTC),
+            table_version=table.version,
+            error=note,
+            details=json.dumps({"closed_by": held.claim.run_id}),
+        )
+        lake.record_run(spark, log, record)
+        progress(f"run {run_id} had died: recorded as abandoned ({note})")
+
+
+def _ingest(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[str],
+    out: Summary,
+    held: leases.Lease,
+) -> None:
+    t0 = time.monotonic()
+    context = spark.sparkContext
+    out.extra["spark"] = {"master": context.master, "app_id": context.applicationId}
+    listed = storage.list_sources(spark, sources)
+    size_mb = sum(f.size for f in listed) / 1e6
+    progress(f"listing: {len(listed)} file(s), {size_mb:,.1f} MB for {dataset.name}")
+    known = ledger.load(spark, settings.ledger_uri(dataset.name))
+
+    def inspect(candidates: list[storage.SourceFile]) -> list[files.Inspection]:
+        progress(f"inspecting {len(candidates)} new file(s)")
+        return files.run_inspections(
+            context.parallelize,
+            [c.uri for c in candidates],
+            files.Rules.of(dataset),
+            files.store_options(),
+            slices=context.defaultParallelism * 2,
+        )
+
+    plan = ledger.plan(listed, known, inspect, dataset.on_changed_file, out.run_id)
+    out.files_seen = len(listed)
+    out.files_skipped = plan.skipped
+    out.extra["files_rejected"] = len(plan.rejected)
+    out.extra["files_ingested"] = len(plan.take)
+    for entry in plan.rejected:
+        progress(f"rejected {entry.path}: {entry.reason}")
+    progress(
+        f"reading {len(plan.take)} file(s); {plan.unchanged} unchanged and "
+        f"{plan.duplicates} duplicate file(s) skipped, {len(plan.rejected)} rejected"
+    )
+    if plan.take:
+        _ingest_rows(spark, dataset, [f.uri for f in plan.take], out, held, t0)
+    held.check()
+    progress(f"ledger: recording {len(plan.entries)} file(s)")
+    ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
+    out.table_version = lake.current_version(spark, out.table)
+    progress(
+        f"done in {time.monotonic() - t0:.1f}s: {out.rows_written:,} written, "
+        f"{out.rows_duplicate:,} duplicate, {out.rows_quarantined:,} quarantined"
+    )
+
+
+def _ingest_rows(
+    spark: SparkSession,
+    dataset: Dataset,
+    uris: list[str],
+    out: Summary,
+    held: leases.Lease,
+    t0: float,
+) -> None:
     now = F.lit(datetime.now(UTC))
     records = (
-        reading.read_raw(spark, dataset, [f.uri for f in files])
+        reading.read_raw(spark, dataset, uris)
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema))
         .persist(StorageLevel.MEMORY_AND_DISK)
@@ -160,8 +289,10 @@ def _ingest(
             refused = records.transform(validate.refused_with_source_rows).transform(
                 lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
             )
-            held = lake.read_if_data(spark, out.quarantine)
-            fresh = validate.not_in(refused, held, validate.QUARANTINE_KEY)
+            present = lake.read_if_data(spark, out.quarantine)
+            fresh = validate.not_in(refused, present, validate.QUARANTINE_KEY)
+            held.check()
+            progress("quarantining refused records")
             quarantined = _checked(lambda: lake.append(fresh, out.quarantine, out.run_id)).rows
             progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
         out.rows_quarantined = quarantined
@@ -194,23 +325,20 @@ def _ingest(
                 .transform(lambda df: validate.not_in(df, existing, CONTENT_HASH))
                 .transform(lambda df: validate.table_rows(df, dataset.schema, out.run_id, now))
             )
+            # Duplicates: valid rows repeated in the batch or already in the table, and refused
+            # rows already in the quarantine.
+            out.rows_duplicate = (out.rows_read - bad - pending) + (bad - quarantined)
             if pending:
+                held.check()
                 progress(f"writing {pending:,} new rows to {out.table}")
-                commit = _checked(lambda: lake.append(new_rows, out.table, out.run_id))
+                notes = {key: getattr(out, key) for key in RUN_COUNTS}
+                commit = _checked(lambda: lake.append(new_rows, out.table, out.run_id, notes))
+                # From the Delta commit itself: accounting checks it wrote exactly the plan.
                 out.rows_written = commit.rows
         finally:
             copies.unpersist()
     finally:
         records.unpersist()
-    # Duplicates: valid rows repeated in the batch or already in the table, and refused rows
-    # already in the quarantine. `rows_written` comes from the Delta commit itself, so the
-    # accounting identity checks that the commit wrote exactly the rows planned.
-    out.rows_duplicate = (out.rows_read - bad - pending) + (bad - quarantined)
-    out.table_version = lake.current_version(spark, out.table)
-    progress(
-        f"done in {time.monotonic() - t0:.1f}s: {out.rows_written:,} written, "
-        f"{out.rows_duplicate:,} duplicate, {out.rows_quarantined:,} quarantined"
-    )
 
 
 def _checked(action: Callable[[], R]) -> R:
@@ -232,36 +360,28 @@ def _csv_header_problem(text: str) -> str:
     return f"CSV header does not match the declared schema: {found}; {expected}; {where}"
 
 
-def _record(
-    spark: SparkSession,
-    settings: Settings,
+def _run_record(
     dataset: Dataset,
     sources: list[str],
     summary: Summary,
     started: datetime,
     error: str | None,
-) -> None:
-    record = {
+) -> dict[str, Any]:
+    running = summary.status == "running"
+    return {
         "run_id": summary.run_id,
         "command": "ingest",
         "dataset": dataset.name,
         "status": summary.status,
         "started_at": started,
-        "ended_at": datetime.now(UTC),
+        "ended_at": None if running else datetime.now(UTC),
         "sources": list(sources),
         "schema_version": dataset.schema.version,
         "table_version": summary.table_version,
         "files_seen": summary.files_seen,
         "files_skipped": summary.files_skipped,
-        "rows_read": summary.rows_read,
-        "rows_written": summary.rows_written,
-        "rows_duplicate": summary.rows_duplicate,
-        "rows_quarantined": summary.rows_quarantined,
-        "rows_dropped": summary.rows_dropped,
+        "files_rejected": summary.extra.get("files_rejected", 0),
+        **{key: getattr(summary, key) for key in ("rows_written", *RUN_COUNTS)},
         "error": error,
         "lakeshard_version": __version__,
     }
-    try:
-        lake.record_run(spark, settings.runs_uri(), record)
-    except Exception as exc:  # the run's own outcome matters more than its log line
-        progress(f"warning: could not write the run log: {describe(exc)}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 _NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
@@ -26,6 +27,7 @@ RUNS_SCHEMA = T.StructType(
         T.StructField("table_version", T.LongType(), nullable=True),
         T.StructField("files_seen", T.LongType(), nullable=True),
         T.StructField("files_skipped", T.LongType(), nullable=True),
+        T.StructField("files_rejected", T.LongType(), nullable=True),
         T.StructField("rows_read", T.LongType(), nullable=True),
         T.StructField("rows_written", T.LongType(), nullable=True),
         T.StructField("rows_duplicate", T.LongType(), nullable=True),
@@ -47,6 +49,7 @@ def _location(uri: str) -> str:
 class Commit:
     version: int | None  # None: nothing was committed
     rows: int
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def table_exists(spark: SparkSession, uri: str) -> bool:
@@ -78,24 +81,26 @@ def ensure_table(
     builder.execute()
 
 
-def append(frame: DataFrame, uri: str, run_id: str) -> Commit:
-    """Append in one commit tagged with the run id; report the version and rows it wrote."""
+def append(frame: DataFrame, uri: str, run_id: str, notes: dict[str, Any] | None = None) -> Commit:
+    """Append in one commit tagged with the run id (and ``notes``, kept in the same commit's
+    userMetadata as JSON); report the version and rows it wrote."""
+    metadata = json.dumps({"run_id": run_id, **(notes or {})}, sort_keys=True)
     (
         frame.write.format("delta")
         .mode("append")
-        .option("userMetadata", run_id)
+        .option("userMetadata", metadata)
         .option("compression", "zstd")
         .save(uri)
     )
     return commit_of(frame.sparkSession, uri, run_id)
 
 
-def commit_of(spark: SparkSession, uri: str, run_id: str) -> Commit:
-    """The commit a run made to a table (found by its userMetadata), or none."""
-    history = DeltaTable.forPath(spark, uri).history(20)
+def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Commit:
+    """The commit a run made to a table (found by the run id in its userMetadata), or none."""
+    history = DeltaTable.forPath(spark, uri).history(depth)
     rows = (
-        history.filter(history.userMetadata == run_id)
-        .select("version", "operationMetrics")
+        history.filter(F.get_json_object("userMetadata", "$.run_id") == run_id)
+        .select("version", "operationMetrics", "userMetadata")
         .orderBy(history.version.desc())
         .limit(1)
         .collect()
@@ -103,7 +108,11 @@ def commit_of(spark: SparkSession, uri: str, run_id: str) -> Commit:
     if not rows:
         return Commit(version=None, rows=0)
     metrics = rows[0]["operationMetrics"] or {}
-    return Commit(version=int(rows[0]["version"]), rows=int(metrics.get("numOutputRows", 0)))
+    return Commit(
+        version=int(rows[0]["version"]),
+        rows=int(metrics.get("numOutputRows", 0)),
+        notes=json.loads(rows[0]["userMetadata"]),
+    )
 
 
 def has_data(spark: SparkSession, uri: str) -> bool:
@@ -132,10 +141,24 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None) -> Dat
 
 
 def record_run(spark: SparkSession, uri: str, record: dict[str, Any]) -> None:
-    """Append one record to the run log (a small Delta table shared by all datasets)."""
+    """Append one record to a dataset's run log (a small Delta table).
+
+    The log is append-only: a run is recorded as ``running`` when it starts and again with
+    its outcome (``succeeded``, ``failed`` or, written by a later run, ``abandoned``) when it
+    ends; a run's latest record is its state (:func:`run_states`)."""
     ensure_table(spark, uri, RUNS_SCHEMA, description="lakeshard run log")
     row = {f.name: record.get(f.name) for f in RUNS_SCHEMA.fields}
     if isinstance(row.get("details"), dict):
         row["details"] = json.dumps(row["details"], sort_keys=True)
     frame = spark.createDataFrame([row], schema=RUNS_SCHEMA)
     frame.write.format("delta").mode("append").save(uri)
+
+
+def unfinished_runs(spark: SparkSession, uri: str) -> list[dict[str, Any]]:
+    """The ``running`` records of runs that never recorded an outcome (one Spark job)."""
+    if not has_data(spark, uri):
+        return []
+    runs = read_table(spark, uri)
+    ended = runs.filter(F.col("status") != "running").select("run_id")
+    open_runs = runs.filter(F.col("status") == "running").join(ended, "run_id", "left_anti")
+    return [row.asDict() for row in open_runs.orderBy("started_at").collect()]

@@ -33,8 +33,16 @@ class Settings:
     def quarantine_uri(self, dataset: str) -> str:
         return join_uri(self.lake, "quarantine", dataset)
 
-    def runs_uri(self) -> str:
-        return join_uri(self.lake, "_lakeshard", "runs")
+    def runs_uri(self, dataset: str) -> str:
+        """The dataset's run log. One per dataset: each of a dataset's tables has one writer,
+        the run holding the dataset's lease."""
+        return join_uri(self.lake, "_lakeshard", "runs", dataset)
+
+    def ledger_uri(self, dataset: str) -> str:
+        return join_uri(self.lake, "_lakeshard", "ledger", dataset)
+
+    def lease_uri(self, dataset: str) -> str:
+        return join_uri(self.lake, "_lakeshard", "leases", dataset)
 
 
 def resolve_settings(

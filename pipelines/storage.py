@@ -17,11 +17,19 @@ from pipelines.settings import normalise_uri
 _IGNORED_PREFIXES = (".", "_")
 
 
+# A source (or glob match) named like a data file must be one: a folder there is rejected.
+_PLAIN_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet")
+_FILE_SUFFIXES = _PLAIN_SUFFIXES + tuple(
+    s + c for s in _PLAIN_SUFFIXES for c in (".gz", ".bz2", ".zst")
+)
+
+
 @dataclass(frozen=True)
 class SourceFile:
     uri: str
     size: int
     modified_ms: int
+    problem: str | None = None  # set when the path cannot be a source file at all
 
 
 def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
@@ -40,6 +48,12 @@ def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
         if matches is None or len(matches) == 0:
             raise ConfigError(f"source {source} matches no file")
         for status in matches:
+            name = status.getPath().getName()
+            if status.isDirectory() and name.lower().endswith(_FILE_SUFFIXES):
+                dir_uri = status.getPath().toString()
+                problem = "is a directory where a file was expected"
+                found[dir_uri] = SourceFile(uri=dir_uri, size=0, modified_ms=0, problem=problem)
+                continue
             for file_status in _walk(fs, status):
                 name = file_status.getPath().getName()
                 if name.startswith(_IGNORED_PREFIXES):
@@ -62,22 +76,17 @@ def _walk(fs: Any, status: Any) -> Iterator[Any]:
         yield iterator.next()
 
 
-def check_lake_reachable(lake: str) -> None:
-    """Fail fast (exit 2) when an S3 lake's endpoint, bucket or credentials are wrong.
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
-    S3A would retry for minutes before giving up; one short request says it in a second. The
-    message names the endpoint and bucket, never a secret.
-    """
-    if not lake.startswith("s3a://"):
-        return
+
+def s3_client() -> Any:
+    """A boto3 S3 client from the standard AWS variables, with short timeouts."""
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    bucket = urlparse(lake).netloc
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
-    client = boto3.client(
+    endpoint = _endpoint()
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name=os.environ.get("AWS_REGION")
@@ -90,6 +99,22 @@ def check_lake_reachable(lake: str) -> None:
             s3={"addressing_style": "path"} if endpoint else {},
         ),
     )
+
+
+def check_lake_reachable(lake: str) -> None:
+    """Fail fast (exit 2) when an S3 lake's endpoint, bucket or credentials are wrong.
+
+    S3A would retry for minutes before giving up; one short request says it in a second. The
+    message names the endpoint and bucket, never a secret.
+    """
+    if not lake.startswith("s3a://"):
+        return
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket = urlparse(lake).netloc
+    endpoint = _endpoint()
+    where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
+    client = s3_client()
     try:
         client.head_bucket(Bucket=bucket)
     except NoCredentialsError:
