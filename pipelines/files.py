@@ -122,10 +122,11 @@ def inspect_many(uris: Iterable[str], rules: Rules, s3: dict[str, Any]) -> Itera
 
 
 def _parquet_problem(fs: pafs.FileSystem, path: str) -> str | None:
-    """Decode every page (bounded by one row group at a time): a corrupt page shows here."""
+    """Decode every page, checking page checksums where the writer stored them (Spark and
+    pyarrow can): a cut footer or a corrupt page shows here, one row group at a time."""
     try:
         with fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
             for _ in parquet.iter_batches(batch_size=65_536):
                 pass
     except (OSError, pa.ArrowException) as exc:

@@ -96,10 +96,9 @@ def _minio_command(minio: str, data: Path, port: int) -> list[str]:
 
 
 def _find(binary: str, env_var: str) -> str:
-    found = os.environ.get(env_var) or shutil.which(binary)
-    if not found:
-        candidate = Path(sys.executable).with_name(binary)
-        found = str(candidate) if candidate.exists() else None
+    """The variable's path, else the pinned one installed beside this Python, else PATH's."""
+    beside = Path(sys.executable).with_name(binary)
+    found = os.environ.get(env_var) or (str(beside) if beside.exists() else shutil.which(binary))
     if not found:
         raise SystemExit(f"error: `{binary}` not found (set {env_var} or install it)")
     return found
@@ -132,6 +131,8 @@ def start(state: Path, buckets: list[str], kind: str, timeout: float = 90.0) -> 
     if kind == "minio":
         cmd = _minio_command(_find("minio", "LAKESHARD_MINIO_BIN"), state, port)
         env.update(MINIO_ROOT_USER=access, MINIO_ROOT_PASSWORD=secret, MINIO_BROWSER="off")
+    elif kind == "moto":  # in-memory, any credentials; ignores conditional writes (4.2.x)
+        cmd = [_find("moto_server", "LAKESHARD_MOTO_BIN"), "-H", "127.0.0.1", "-p", str(port)]
     else:
         cmd = _seaweed_command(_find("weed", "LAKESHARD_WEED_BIN"), state, port, access, secret)
     log = state / "server.log"

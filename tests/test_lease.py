@@ -1,0 +1,198 @@
+"""The dataset lease on a local folder and on a real S3 server: exclusive, expiring, taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from infra.s3 import server as s3_server
+from pipelines import cli, lease
+from pipelines.errors import PolicyError
+from tests.conftest import SCHEMAS
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return f"file://{tmp_path}/leases/events"
+    s3 = request.getfixturevalue("s3")
+    return f"s3a://lake/{s3['prefix']}/_lakeshard/leases/events"
+
+
+def _dead_pid() -> int:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(child.stdout)
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_lease(where: str) -> None:
+    first = lease.acquire(where, "run-a", ttl_s=30, wait_s=0)
+    try:
+        with pytest.raises(
+            PolicyError, match=r"being written by run run-a on .* \(pid \d+\)"
+        ) as info:
+            lease.acquire(where, "run-b", ttl_s=30, wait_s=0)
+        assert info.value.exit_code == 3
+        assert "--wait" in info.value.message
+    finally:
+        first.release()
+    second = lease.acquire(where, "run-b", ttl_s=30, wait_s=0)  # free again once released
+    second.release()
+
+
+def test_a_waiting_run_gets_the_lease_when_the_holder_releases_it(where: str) -> None:
+    first = lease.acquire(where, "run-a", ttl_s=30, wait_s=0)
+    threading.Timer(1.0, first.release).start()
+    started = time.monotonic()
+    second = lease.acquire(where, "run-b", ttl_s=30, wait_s=60)
+    waited = time.monotonic() - started
+    second.release()
+    assert 0.5 < waited < 60
+
+
+def test_only_one_of_many_racing_runs_holds_the_lease_at_a_time(where: str) -> None:
+    inside, most, errors = [0], [0], []
+    guard = threading.Lock()
+
+    def run(name: str) -> None:
+        try:
+            with lease.held(where, name, ttl_s=30, wait_s=120):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.05)
+                with guard:
+                    inside[0] -= 1
+        except Exception as exc:  # reported below: a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert most[0] == 1
+
+
+def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "leases"
+    folder.mkdir()
+    now = time.time()
+    dead = {
+        "run_id": "run-dead",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "acquired_at": now,
+        "expires_at": now + 3600,
+    }
+    (folder / f"{1:012d}.json").write_text(json.dumps(dead))
+    taken = lease.acquire(f"file://{folder}", "run-new", ttl_s=30, wait_s=0)
+    try:
+        assert taken.previous is not None
+        assert taken.previous.run_id == "run-dead"
+        assert sorted(p.name for p in folder.iterdir()) == [f"{2:012d}.json"]
+    finally:
+        taken.release()
+
+
+def test_a_lease_from_another_host_is_taken_over_only_after_it_expires(where: str) -> None:
+    store = lease.store_for(where)
+    now = time.time()
+    claim = {
+        "run_id": "run-far",
+        "host": "elsewhere",
+        "pid": 1,
+        "acquired_at": now,
+        "expires_at": now + 2,
+    }
+    assert store.create(1, claim)
+    with pytest.raises(PolicyError, match="run-far on elsewhere"):
+        lease.acquire(where, "run-new", ttl_s=30, wait_s=0)
+    taken = lease.acquire(where, "run-new", ttl_s=30, wait_s=10)
+    try:
+        assert taken.previous is not None
+        assert taken.previous.run_id == "run-far"
+        assert taken.generation == 2
+    finally:
+        taken.release()
+
+
+def test_the_heartbeat_keeps_a_long_run_s_lease_and_a_stalled_run_loses_it(where: str) -> None:
+    ttl = 2.0
+    holder = lease.acquire(where, "run-long", ttl_s=ttl, wait_s=0)
+    time.sleep(2.5 * ttl)  # longer than the lease lives without its heartbeat
+    holder.check()
+    with pytest.raises(PolicyError):
+        lease.acquire(where, "run-other", ttl_s=ttl, wait_s=0)
+
+    holder._stop.set()  # the heartbeat stalls, as in a frozen process
+    holder._thread.join()
+    other = lease.acquire(where, "run-other", ttl_s=ttl, wait_s=3 * ttl)
+    try:
+        with pytest.raises(PolicyError, match="lost the lease"):
+            holder.check()
+    finally:
+        other.release()
+        holder.release()
+    assert lease.store_for(where).generations() == []
+
+
+@pytest.mark.s3
+def test_the_s3_server_enforces_conditional_writes(s3: dict[str, str]) -> None:
+    store = lease.store_for(f"s3a://lake/{s3['prefix']}/probe")
+    assert store.enforces_create_only()
+
+
+@pytest.fixture
+def unguarded_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A real S3 emulator (moto 4.2) that accepts If-None-Match on PUT and ignores it."""
+    info = s3_server.start(tmp_path / "moto", ["lake"], "moto")
+    for key, value in info.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    yield info
+    s3_server.stop(tmp_path / "moto")
+
+
+@pytest.mark.s3
+def test_a_store_that_ignores_conditional_writes_is_refused(
+    unguarded_s3: dict[str, str],
+    spark: SparkSession,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert not lease.store_for("s3a://lake/probe").enforces_create_only()
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.csv").write_text("event_id,event_date,user_id,kind,amount,tags\n")
+    code = cli.main(
+        [
+            "ingest",
+            "events",
+            str(tmp_path / "raw"),
+            "--lake",
+            "s3a://lake/x",
+            "--schemas",
+            str(SCHEMAS),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert "does not enforce it" in err
+    assert "refuses to run unguarded" in err

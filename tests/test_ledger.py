@@ -1,0 +1,216 @@
+"""The file ledger: each file taken once, by path and by bytes; broken files rejected whole."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from pipelines import files, ledger
+from pipelines.datasets import load_dataset
+from pipelines.storage import SourceFile
+from tests.helpers import accounting_holds, ingest_quietly
+
+LINES = [
+    '{"click_id": "a", "day": "2024-05-01", "url": "/x"}',
+    '{"click_id": "b", "day": "2024-05-01", "url": "/y"}',
+    '{"click_id": "c", "day": "2024-05-02"}',
+]
+
+
+def _declare(schemas: Path, extra: str = "", fmt: str = "json") -> None:
+    folder = schemas / "clicks"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.yaml").write_text(f"format: {fmt}\npartition_by: [day]\n{extra}")
+    (folder / "v1.yaml").write_text(
+        "columns:\n"
+        "  - {name: click_id, type: string, nullable: false}\n"
+        "  - {name: day, type: date, nullable: false}\n"
+        "  - {name: url, type: string}\n"
+    )
+
+
+def _ingest(tmp_path: Path, *sources: Path | str) -> dict[str, Any]:
+    args = [str(s) for s in sources]
+    lake, schemas = str(tmp_path / "lake"), str(tmp_path / "schemas")
+    return ingest_quietly("clicks", *args, "--lake", lake, "--schemas", schemas)
+
+
+def _ledger(spark: SparkSession, tmp_path: Path) -> list[tuple[str, str, str | None]]:
+    rows = spark.read.format("delta").load(str(tmp_path / "lake/_lakeshard/ledger/clicks"))
+    return sorted((Path(r.path).name, r.outcome, r.reason) for r in rows.collect())
+
+
+def test_a_file_is_taken_once_by_path_and_once_by_bytes(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    _declare(tmp_path / "schemas")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "one.jsonl").write_text("\n".join(LINES[:2]) + "\n")
+    first = _ingest(tmp_path, raw)
+    again = _ingest(tmp_path, raw)
+    copies = tmp_path / "redelivered"
+    copies.mkdir()
+    shutil.copy(raw / "one.jsonl", copies / "renamed.jsonl")
+    shutil.copy(raw / "one.jsonl", copies / "renamed-twice.jsonl")
+    renamed = _ingest(tmp_path, copies)
+
+    assert (first["files_ingested"], first["rows_written"]) == (1, 2)
+    assert (again["files_seen"], again["files_skipped"], again["rows_read"]) == (1, 1, 0)
+    assert (renamed["files_seen"], renamed["files_skipped"], renamed["rows_read"]) == (2, 2, 0)
+    assert all(accounting_holds(s) for s in (first, again, renamed))
+    entries = _ledger(spark, tmp_path)
+    assert [e[:2] for e in entries] == [
+        ("one.jsonl", "ingested"),
+        ("renamed-twice.jsonl", "duplicate"),
+        ("renamed.jsonl", "duplicate"),
+    ]
+    assert all("same bytes as" in (e[2] or "") and "one.jsonl" in (e[2] or "") for e in entries[1:])
+
+
+def test_two_copies_in_one_listing_are_read_once(spark: SparkSession, tmp_path: Path) -> None:
+    _declare(tmp_path / "schemas")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (raw / name).write_text("\n".join(LINES) + "\n")
+    summary = _ingest(tmp_path, raw)
+    assert (summary["files_ingested"], summary["files_skipped"]) == (1, 1)
+    assert (summary["rows_read"], summary["rows_written"]) == (3, 3)
+    assert [e[:2] for e in _ledger(spark, tmp_path)] == [
+        ("a.jsonl", "ingested"),
+        ("b.jsonl", "duplicate"),
+    ]
+
+
+@pytest.mark.parametrize("policy", ["reject", "reingest"])
+def test_a_file_changed_in_place_follows_the_declared_policy(
+    spark: SparkSession, tmp_path: Path, policy: str
+) -> None:
+    _declare(tmp_path / "schemas", f"on_changed_file: {policy}\n")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    path = raw / "day.jsonl"
+    path.write_text("\n".join(LINES[:2]) + "\n")
+    _ingest(tmp_path, raw)
+    path.write_text("\n".join(LINES) + "\n")  # one line more
+    os.utime(path, (1, 1_700_000_000))
+    changed = _ingest(tmp_path, raw)
+
+    assert accounting_holds(changed)
+    table = spark.read.format("delta").load(changed["table"])
+    if policy == "reject":
+        assert (changed["files_rejected"], changed["rows_read"]) == (1, 0)
+        assert table.count() == 2
+        reason = _ledger(spark, tmp_path)[-1][2] or ""
+        assert "changed since run" in reason
+        assert "on_changed_file: reject" in reason
+    else:
+        assert (changed["files_ingested"], changed["rows_read"]) == (1, 3)
+        assert (changed["rows_written"], changed["rows_duplicate"]) == (1, 2)
+        assert sorted(r.click_id for r in table.collect()) == ["a", "b", "c"]
+
+
+def _gzip_bomb(path: Path, expanded: int) -> None:
+    """A gzip stream of ``expanded`` newline bytes (short lines: only the size limit can stop
+    it), written without holding them: one compressed 1 MiB block, flushed so that it is
+    byte-aligned and repeatable, then repeated. The trailer's CRC is left at zero rather than
+    computed over 11 GB; no reader that respects the limit gets that far."""
+    block = b"\n" * 2**20
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    with path.open("wb") as out:
+        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff")
+        out.write(chunk * (expanded // len(block)))
+        out.write(deflate.flush(zlib.Z_FINISH))
+        out.write(bytes(4) + (expanded % 2**32).to_bytes(4, "little"))
+
+
+def test_broken_files_are_rejected_whole_with_reasons(spark: SparkSession, tmp_path: Path) -> None:
+    _declare(tmp_path / "schemas", "limits: {max_file_bytes: 64MiB, max_line_bytes: 1MiB}\n")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "good.jsonl").write_text(LINES[0] + "\n")
+    whole = gzip.compress(("\n".join(LINES) + "\n").encode() * 200)
+    (raw / "truncated.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    _gzip_bomb(raw / "bomb.jsonl.gz", 11 * 2**30)  # 11 GiB of zeros in about 11 MB
+    (raw / "latin1.jsonl").write_bytes('{"click_id": "é", "day": "2024-05-01"}\n'.encode("latin-1"))
+    (raw / "long-line.jsonl").write_text(LINES[1] + "\n" + "x" * (2**20 + 1) + "\n")
+    (raw / "folder.jsonl").mkdir()  # a directory named like a data file
+    (raw / "folder.jsonl" / "part.jsonl").write_text(LINES[2] + "\n")
+
+    summary = _ingest(tmp_path, raw / "*.jsonl*")
+
+    assert (summary["files_seen"], summary["files_rejected"], summary["files_ingested"]) == (
+        6,
+        5,
+        1,
+    )
+    assert (summary["rows_read"], summary["rows_written"]) == (1, 1)
+    assert accounting_holds(summary)
+    reasons = {name: reason for name, outcome, reason in _ledger(spark, tmp_path) if reason}
+    assert "decompresses past 67,108,864 bytes (limits.max_file_bytes)" in reasons["bomb.jsonl.gz"]
+    assert "cannot decompress (gzip)" in reasons["truncated.jsonl.gz"]
+    assert "not valid utf-8 at byte 14" in reasons["latin1.jsonl"]
+    assert "longer than 1,048,576 bytes (limits.max_line_bytes)" in reasons["long-line.jsonl"]
+    assert "is a directory where a file was expected" in reasons["folder.jsonl"]
+
+
+def test_a_corrupt_parquet_file_is_rejected(spark: SparkSession, tmp_path: Path) -> None:
+    _declare(tmp_path / "schemas", fmt="parquet")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    table = pa.table({"click_id": ["a", "b"], "day": pa.array([19844, 19845], pa.date32())})
+    pq.write_table(table, raw / "good.parquet", write_page_checksum=True)
+    data = (raw / "good.parquet").read_bytes()
+    (raw / "cut.parquet").write_bytes(data[: len(data) - 20])  # the footer is gone
+    flipped = bytearray(data)
+    at = data.index(b"a")  # inside the first data page: its checksum no longer matches
+    flipped[at] = ord("z")
+    (raw / "flipped.parquet").write_bytes(bytes(flipped))
+
+    summary = _ingest(tmp_path, raw)
+
+    reasons = {name: reason for name, outcome, reason in _ledger(spark, tmp_path) if reason}
+    assert set(reasons) == {"cut.parquet", "flipped.parquet"}
+    assert all("not a readable Parquet file" in r for r in reasons.values())
+    assert (summary["files_rejected"], summary["rows_written"]) == (2, 2)
+    assert accounting_holds(summary)
+
+
+def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Path) -> None:
+    """Between listing and reading a producer may delete or lock a file: the run goes on."""
+    dataset_dir = tmp_path / "schemas"
+    _declare(dataset_dir)
+    rules = files.Rules.of(load_dataset(dataset_dir, "clicks"))
+    good, gone, locked = tmp_path / "good.jsonl", tmp_path / "gone.jsonl", tmp_path / "locked.jsonl"
+    good.write_text(LINES[0] + "\n")
+    locked.write_text(LINES[1] + "\n")
+    locked.chmod(0)
+    listed = [SourceFile(f"file:{p}", 10, 1) for p in (good, gone, locked)]
+
+    plan = ledger.plan(
+        listed,
+        ledger.Known(),
+        lambda found: [files.inspect_file(f.uri, rules, {}) for f in found],
+        "reject",
+        "run-1",
+    )
+
+    assert [f.uri for f in plan.take] == [f"file:{good}"] + (
+        [f"file:{locked}"] if os.geteuid() == 0 else []  # root reads whatever the mode says
+    )
+    reasons = {Path(e.path).name: e.reason for e in plan.rejected}
+    assert "cannot read the file" in (reasons["gone.jsonl"] or "")
+    assert "No such file" in (reasons["gone.jsonl"] or "")
+    if os.geteuid() != 0:
+        assert "Permission denied" in (reasons["locked.jsonl"] or "")
