@@ -47,6 +47,11 @@ format: env ## apply ruff's formatting and safe fixes
 
 bench: env ## benchmarks: ratios against a baseline measured in the same run
 	$(PY) bench/ingest_overhead.py
+	$(PY) bench/ledger.py
+
+TRIALS ?= 100
+chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally
+	LAKESHARD_CHAOS_TRIALS=$(TRIALS) $(PY) -m pytest tests/test_chaos.py -k kill -s -p no:cacheprovider
 
 clean: ## remove the environment, the demo lake and caches inside the checkout
 	rm -rf $(VENV) lake build *.egg-info .pytest_cache .mypy_cache .ruff_cache

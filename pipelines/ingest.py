@@ -117,7 +117,8 @@ def run_ingest(
         settings.lease_uri(dataset.name), run_id, options.ttl_s, options.wait_s
     ) as held:
         _ensure_tables(spark, settings, dataset)
-        _close_abandoned_runs(spark, settings, dataset, held)
+        if held.previous is not None:  # a claim left by a run that died: close its records
+            _close_abandoned_runs(spark, settings, dataset, held)
         started = datetime.now(UTC)
         log = settings.runs_uri(dataset.name)
         lake.record_run(spark, log, _run_record(dataset, sources, summary, started, None))
@@ -177,6 +178,8 @@ def _close_abandoned_runs(
 
     Holding the lease, this run is the only live writer: any other run still ``running`` is
     dead. Its table commit (if any) carries its counts; its quarantine commit, its refused rows.
+    Only called after taking over a dead claim: every run that logs ``running`` holds the
+    lease and releases it when it ends, so a run that died always leaves its claim behind.
     """
     log = settings.runs_uri(dataset.name)
     for record in lake.unfinished_runs(spark, log):

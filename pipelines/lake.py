@@ -52,8 +52,23 @@ class Commit:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def _has_commit(spark: SparkSession, uri: str, version: int) -> bool:
+    """Whether the table's log holds this commit file (one metadata call, no snapshot)."""
+    jvm: Any = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{uri.rstrip('/')}/_delta_log/{version:020d}.json")
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    return bool(path.getFileSystem(conf).exists(path))
+
+
 def table_exists(spark: SparkSession, uri: str) -> bool:
-    return bool(DeltaTable.isDeltaTable(spark, uri))
+    if _has_commit(spark, uri, 0):
+        return True
+    return bool(DeltaTable.isDeltaTable(spark, uri))  # e.g. a log cleaned up to a checkpoint
+
+
+def only_created(spark: SparkSession, uri: str) -> bool:
+    """True for a table that has its creating commit and no other (so no rows), cheaply."""
+    return _has_commit(spark, uri, 0) and not _has_commit(spark, uri, 1)
 
 
 def ensure_table(

@@ -83,7 +83,7 @@ class FilePlan:
 def load(spark: SparkSession, uri: str) -> Known:
     """The ledger's entries in recording order (one Spark job; a few MB per 10k files)."""
     known = Known()
-    if not lake.has_data(spark, uri):
+    if lake.only_created(spark, uri):
         return known
     rows = (
         lake.read_table(spark, uri)

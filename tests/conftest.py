@@ -27,7 +27,7 @@ CONFORMANCE = Path(
 )
 
 # Small test data: few shuffle partitions, no UI, deterministic time zone.
-_TEST_SPARK_CONF = ";".join(
+TEST_SPARK_CONF = ";".join(
     [
         "spark.sql.shuffle.partitions=4",
         "spark.default.parallelism=2",
@@ -41,7 +41,7 @@ _TEST_SPARK_CONF = ";".join(
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     saved = os.environ.get("LAKESHARD_SPARK_CONF")
-    os.environ["LAKESHARD_SPARK_CONF"] = _TEST_SPARK_CONF
+    os.environ["LAKESHARD_SPARK_CONF"] = TEST_SPARK_CONF
     try:
         session = get_spark("local[2]")
     finally:

@@ -1,0 +1,209 @@
+"""Crash safety and overlapping runs, with real processes killed by SIGKILL.
+
+Each kill trial starts ``lakeshard ingest`` as its own process group (Python driver and its
+JVM), waits for a chosen phase to begin, lets it run a random moment longer, kills the whole
+group with SIGKILL, reruns the ingest, and compares the lake with one clean run: the table's
+content hashes, the quarantine's keys, the ledger's files and outcomes, and a run log that
+accounts for every row. ``make chaos TRIALS=100`` runs the long version and prints the tally.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import deltalake
+import pytest
+from pyspark.sql import SparkSession
+
+from pipelines import sample
+from pipelines.settings import resolve_settings
+from tests.conftest import SCHEMAS, TEST_SPARK_CONF
+from tests.helpers import REPO, ingest_quietly, last_json_line
+
+TRIALS = int(os.environ.get("LAKESHARD_CHAOS_TRIALS", "8"))
+SEED = int(os.environ.get("LAKESHARD_CHAOS_SEED", "20261129"))
+# Progress lines that open each phase of a run, in order (see pipelines.ingest).
+PHASES = (
+    "holds the lease",
+    "listing:",
+    "inspecting",
+    "reading",
+    "quarantining",
+    "writing",
+    "ledger:",
+    "recording run",
+)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("chaos") / "raw"
+    sample.write_events(folder, seed=11, files=3, rows=120)
+    return folder
+
+
+def _ingest_process(raw: Path, lake_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, LAKESHARD_SPARK_CONF=TEST_SPARK_CONF, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "ingest",
+            "events",
+            str(raw),
+            "--lake",
+            str(lake_dir),
+            "--schemas",
+            str(SCHEMAS),
+            "--master",
+            "local[2]",
+            "--json",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the JVM dies with the driver
+    )
+
+
+def _read(uri: str) -> list[dict[str, Any]]:
+    """A small Delta table's rows, read with delta-rs (no Spark job)."""
+    rows: list[dict[str, Any]] = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
+    return rows
+
+
+def _snapshot(lake_dir: Path) -> dict[str, Any]:
+    """What must match a clean run: content hashes, quarantine keys, ledger entries."""
+    settings = resolve_settings(lake=str(lake_dir))
+    table = [r["_content_hash"].hex() for r in _read(settings.table_uri("events"))]
+    quarantine = [r["_quarantine_key"] for r in _read(settings.quarantine_uri("events"))]
+    ledger = [
+        (Path(r["path"]).name, r["file_hash"] and r["file_hash"].hex(), r["outcome"])
+        for r in _read(settings.ledger_uri("events"))
+    ]
+    return {"table": sorted(table), "quarantine": sorted(quarantine), "ledger": sorted(ledger)}
+
+
+def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
+    """The run log must close every run and sum to what the tables hold."""
+    records = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    ended = [r for r in records if r["status"] != "running"]
+    problems = []
+    if {r["run_id"] for r in records} != {r["run_id"] for r in ended}:
+        problems.append("a run is still recorded as running")
+    written = sum(r["rows_written"] or 0 for r in ended)
+    quarantined = sum(r["rows_quarantined"] or 0 for r in ended)
+    if written != len(snapshot["table"]):
+        problems.append(
+            f"run log says {written} rows written, table holds {len(snapshot['table'])}"
+        )
+    if quarantined != len(snapshot["quarantine"]):
+        held = len(snapshot["quarantine"])
+        problems.append(f"run log says {quarantined} quarantined, quarantine holds {held}")
+    for r in ended:
+        parts = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
+        if (r["rows_read"] or 0) != sum(r[k] or 0 for k in parts):
+            problems.append(f"run {r['run_id']} ({r['status']}) does not account for its rows")
+    return problems
+
+
+def _kill_during(process: subprocess.Popen[str], phase: str, delay: float) -> str:
+    """SIGKILL the process group ``delay`` s after ``phase`` starts; return the last phase seen."""
+    seen: list[str] = []
+    started = threading.Event()
+
+    def follow() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("lakeshard: "):
+                seen.append(line[len("lakeshard: ") :].strip())
+                if phase in line:
+                    started.set()
+        started.set()  # the run ended before reaching the phase
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    started.wait(timeout=300)
+    time.sleep(delay)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        outcome = "killed"
+    else:
+        outcome = "finished"
+    process.wait()
+    reader.join(timeout=10)
+    last = "start"
+    for line in seen:
+        last = next((p for p in PHASES if p in line), last)
+    return f"{outcome} in '{last}'"
+
+
+def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
+    spark: SparkSession, raw: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    clean = ingest_quietly("events", str(raw), "--lake", str(reference), "--schemas", str(SCHEMAS))
+    expected = _snapshot(reference)
+    assert clean["rows_written"] == len(expected["table"]) > 0
+    assert len(expected["quarantine"]) > 0
+
+    rng = random.Random(SEED)
+    tally: Counter[str] = Counter()
+    failures = []
+    for trial in range(TRIALS):
+        phase = PHASES[trial % len(PHASES)] if trial < len(PHASES) else rng.choice(PHASES)
+        delay = rng.choice([0.0, rng.uniform(0.0, 0.3), rng.uniform(0.0, 1.5)])
+        lake_dir = tmp_path / f"trial-{trial}"
+        where = _kill_during(_ingest_process(raw, lake_dir), phase, delay)
+        rerun = ingest_quietly(
+            "events", str(raw), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)
+        )
+        got = _snapshot(lake_dir)
+        problems = [k for k in expected if got[k] != expected[k]]
+        problems += _run_log_problems(lake_dir, got)
+        if rerun["status"] != "succeeded":
+            problems.append(f"rerun {rerun['status']}")
+        tally[f"{where}: {'equal' if not problems else 'DIFFERENT'}"] += 1
+        if problems:
+            failures.append(f"trial {trial} ({phase} +{delay:.2f}s, {where}): {problems}")
+    print(f"\nchaos tally over {TRIALS} trial(s), seed {SEED}:", file=sys.stderr)
+    for line, count in sorted(tally.items()):
+        print(f"  {count:4d}  {line}", file=sys.stderr)
+    assert failures == []
+
+
+def test_two_overlapping_runs_take_each_file_once(
+    spark: SparkSession, raw: Path, tmp_path: Path
+) -> None:
+    lake_dir = tmp_path / "lake"
+    both = [_ingest_process(raw, lake_dir, "--wait", "300") for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outputs]
+    summaries = [last_json_line(out) for out, _ in outputs]
+
+    files = summaries[0]["files_seen"]
+    assert sorted(s["files_ingested"] for s in summaries) == [0, files]
+    assert sorted(s["files_skipped"] for s in summaries) == [0, files]
+    snapshot = _snapshot(lake_dir)
+    assert (
+        len(snapshot["table"])
+        == len(set(snapshot["table"]))
+        == max(s["rows_written"] for s in summaries)
+    )
+    assert _run_log_problems(lake_dir, snapshot) == []
+    runs = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    took = [r["run_id"] for r in runs if r["status"] == "succeeded" and r["rows_read"]]
+    assert took == [s["run_id"] for s in summaries if s["files_ingested"]]
