@@ -22,10 +22,6 @@ SPECTRUM_CASES = sorted(p.stem for p in SPECTRUM.glob("*.csv")) or ["corpus-abse
 #   say CRLF; the test restores CRLF before ingesting.
 # - location_coordinates.json expects a phone number that is not the one in the CSV.
 ERRATA = {"location_coordinates": {"Contact Phone Number": "2095257564"}}
-# And where lakeshard knowingly differs: Spark's CSV parser turns a CRLF inside a quoted value
-# into LF when it reads CRLF files (it can keep CRLF only by leaving a stray CR at the end of
-# every unquoted last field). Documented in the README; this keeps the difference visible.
-KNOWN_DIFFERENCES = {"newlines_crlf": ("\r\n", "\n")}
 
 
 def _declare(
@@ -50,9 +46,6 @@ def test_csv_spectrum_parses_to_the_expected_values(
     expected = json.loads((conformance / "csv_spectrum" / "json" / f"{case}.json").read_text())
     expected = expected if isinstance(expected, list) else [expected]
     expected = [dict(row, **ERRATA.get(case, {})) for row in expected]
-    if case in KNOWN_DIFFERENCES:
-        old, new = KNOWN_DIFFERENCES[case]
-        expected = [{k: v.replace(old, new) for k, v in row.items()} for row in expected]
     header = next(csv.reader(io.StringIO(source.decode("utf-8"))))
 
     schemas = tmp_path / "schemas"
