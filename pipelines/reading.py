@@ -209,7 +209,10 @@ def _read_json_files(
     # Spark's parser stops after the first JSON value and keeps the last of repeated keys.
     # Two cheap streaming passes refuse both instead: "[line]" must hold exactly one value
     # (catches glued records and trailing text), and the object's keys must be distinct.
-    one_value = F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1
+    # (Null when "[line]" does not parse: trailing text, or an object at the depth limit.)
+    one_value = F.coalesce(
+        F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1, F.lit(False)
+    )
     keys = F.json_object_keys(line)
     repeated = F.filter(keys, lambda key, i: F.array_position(keys, key) != i + 1)
     malformed = (
