@@ -140,8 +140,12 @@ def _read_csv(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFr
 def _read_csv_files(
     spark: SparkSession, dataset: Dataset, layout: Layout, files: list[str]
 ) -> DataFrame:
-    names = dataset.schema.names
     opts = dataset.csv
+    # Spark reads CSV in few charsets: windows-1252 is read as ISO-8859-1 (one character per
+    # byte there too; the delimiter and friends spelled the same way) and mapped after parsing.
+    cp1252 = layout.charset == "windows-1252"
+    spelled = _latin1_spelling if cp1252 else str
+    names = [spelled(n) for n in dataset.schema.names]
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
@@ -150,14 +154,14 @@ def _read_csv_files(
         .schema(text_schema)
         .option("header", opts.header)
         .option("enforceSchema", False)  # a header that names other columns is an error
-        .option("sep", opts.delimiter)
-        .option("quote", opts.quote)
-        .option("escape", opts.escape)
+        .option("sep", spelled(opts.delimiter))
+        .option("quote", spelled(opts.quote))
+        .option("escape", spelled(opts.escape))
         .option("multiLine", opts.multiline)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT)
         .option("nullValue", _NO_NULL_TOKEN)
-        .option("encoding", layout.charset)
+        .option("encoding", "ISO-8859-1" if cp1252 else layout.charset)
     )
     # Line by line (multiLine off), Hadoop splits on any of LF, CR, CRLF, but only in
     # ASCII-compatible encodings: UTF-16 needs the separator spelled out.
@@ -166,14 +170,22 @@ def _read_csv_files(
     if line_sep is not None and (opts.multiline or utf16):
         reader = reader.option("lineSep", line_sep)
     frame = reader.load(files)
-    values = [col(n).alias(value_col(i)) for i, n in enumerate(names)]
+
+    def text(value: Column) -> Column:
+        return F.translate(value, _CP1252_FROM, _CP1252_TO) if cp1252 else value
+
+    values = [text(col(n)).alias(value_col(i)) for i, n in enumerate(names)]
     reencoded = F.to_csv(
         F.struct(*[col(n) for n in names]),
-        {"sep": opts.delimiter, "quote": opts.quote, "escape": opts.escape},
+        {
+            "sep": spelled(opts.delimiter),
+            "quote": spelled(opts.quote),
+            "escape": spelled(opts.escape),
+        },
     )
     return frame.select(
         *values,
-        F.coalesce(col(CORRUPT), reencoded).alias(RAW),
+        text(F.coalesce(col(CORRUPT), reencoded)).alias(RAW),
         F.when(
             col(CORRUPT).isNotNull(),
             F.lit(f"malformed CSV record: expected {len(names)} fields"),
@@ -181,6 +193,14 @@ def _read_csv_files(
         *_locators(),
         F.lit(None).cast("long").alias(ROW_IN_FILE),
     )
+
+
+def _latin1_spelling(text: str) -> str:
+    """``text`` as a windows-1252 file read as ISO-8859-1 shows it (unchanged if it cannot be)."""
+    try:
+        return text.encode("cp1252").decode("latin-1")
+    except UnicodeEncodeError:
+        return text
 
 
 def _read_json_lines(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
