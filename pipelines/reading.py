@@ -77,7 +77,7 @@ def layout_of(head: bytes, encoding: str) -> Layout:
 
     A file's line break is its first one: Spark's CSV parser keeps a line break inside a quoted
     value exactly only when told the file's line separator (it normalises it to LF otherwise).
-    Undeclared UTF-16 without a byte-order mark is little-endian, as Python reads it.
+    ``utf-16`` without a byte-order mark is little-endian, as Python reads it.
     """
     if encoding == "utf-16":
         charset = "UTF-16BE" if head.startswith(b"\xfe\xff") else "UTF-16LE"
