@@ -5,9 +5,19 @@ file: text for CSV and JSON lines, the file's own type for Parquet), ``_raw`` (t
 text), ``_malformed`` (why the record could not be split into fields, else null),
 ``_source_file``, and the locator columns ``_split_start``, ``_mono``, ``_row_index`` from which
 :func:`pipelines.validate.with_source_rows` derives each record's row number in its file.
+
+Text files are read under the dataset's declared ``encoding``. The files reaching this module
+have passed the per-file inspection (they decompress, decode strictly, and keep to the line
+limit), so decoding here never has to guess or replace characters.
 """
 
 from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +40,78 @@ CORRUPT = "_corrupt_record"
 # Spark turns unquoted empty CSV fields into null whatever nullValue is; with this nullValue
 # nothing else is, so the dataset's null_values list is applied by lakeshard alone.
 _NO_NULL_TOKEN = "\u0000"  # noqa: S105 - not a password
+# RFC 8259 JSON: Spark's parser accepts NaN, Infinity and 'single quotes' unless told not to.
+STRICT_JSON = {"allowNonNumericNumbers": "false", "allowSingleQuotes": "false"}
+_SHOWN_KEY_CHARS = 60  # how much of a repeated key a reason quotes
+
+# Java names of the declared encodings. "utf-16" is resolved per file by its byte-order mark.
+_CHARSETS = {
+    "utf-8": "UTF-8",
+    "utf-16le": "UTF-16LE",
+    "utf-16be": "UTF-16BE",
+    "latin-1": "ISO-8859-1",
+    "cp1252": "windows-1252",
+}
+_PYTHON_CODECS = {"UTF-16LE": "utf-16-le", "UTF-16BE": "utf-16-be", "windows-1252": "cp1252"}
+# Spark's decode() knows few charsets; windows-1252 is ISO-8859-1 but for 0x80-0x9F, where
+# it maps 27 bytes to other characters (the other 5 fail the strict decode before reading).
+_CP1252_BYTES = bytes(b for b in range(0x80, 0xA0) if bytes([b]).decode("cp1252", "ignore"))
+_CP1252_FROM = _CP1252_BYTES.decode("latin-1")
+_CP1252_TO = _CP1252_BYTES.decode("cp1252")
+_HEAD_BYTES = 64 * 1024  # enough to find the first line break of any sane file
+_SNIFF_THREADS = 8  # heads are read from the driver; object stores answer slowly, in parallel
+_LINE_BREAK = re.compile("\r\n|\r|\n")
+_JSON_SPACE = "[ \t\r\n]*"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a text file is laid out: its Java charset (byte order resolved) and line break."""
+
+    charset: str
+    line_sep: str | None  # the file's first line break; None when its head holds none
+
+
+def layout_of(head: bytes, encoding: str) -> Layout:
+    """The layout of a file whose first bytes are ``head``, declared as ``encoding``.
+
+    A file's line break is its first one: Spark's CSV parser keeps a line break inside a quoted
+    value exactly only when told the file's line separator (it normalises it to LF otherwise).
+    ``utf-16`` without a byte-order mark is little-endian, as Python reads it.
+    """
+    if encoding == "utf-16":
+        charset = "UTF-16BE" if head.startswith(b"\xfe\xff") else "UTF-16LE"
+    else:
+        charset = _CHARSETS[encoding]
+    text = head.decode(_PYTHON_CODECS.get(charset, charset), errors="ignore")
+    found = _LINE_BREAK.search(text)
+    ambiguous = found is not None and found.group() == "\r" and found.end() == len(text)
+    return Layout(charset, None if found is None or ambiguous else found.group())
+
+
+def _head(spark: SparkSession, uri: str) -> bytes:
+    """The first bytes of a file, decompressed, read through Hadoop as Spark reads it."""
+    jvm: Any = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+    stream = path.getFileSystem(conf).open(path)
+    try:
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        head = jvm.org.apache.commons.io.input.BoundedInputStream(stream, _HEAD_BYTES)
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(head))
+    finally:
+        stream.close()
+
+
+def _by_layout(spark: SparkSession, files: list[str], encoding: str) -> dict[Layout, list[str]]:
+    with ThreadPoolExecutor(_SNIFF_THREADS) as pool:
+        heads = list(pool.map(lambda uri: _head(spark, uri), files))
+    groups: dict[Layout, list[str]] = {}
+    for uri, head in zip(files, heads, strict=True):
+        groups.setdefault(layout_of(head, encoding), []).append(uri)
+    return groups
 
 
 def read_raw(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
@@ -50,34 +132,60 @@ def _locators() -> list[Column]:
 
 
 def _read_csv(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
-    names = dataset.schema.names
+    groups = _by_layout(spark, files, dataset.encoding)
+    frames = [_read_csv_files(spark, dataset, layout, uris) for layout, uris in groups.items()]
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _read_csv_files(
+    spark: SparkSession, dataset: Dataset, layout: Layout, files: list[str]
+) -> DataFrame:
     opts = dataset.csv
+    # Spark reads CSV in few charsets: windows-1252 is read as ISO-8859-1 (one character per
+    # byte there too; the delimiter and friends spelled the same way) and mapped after parsing.
+    cp1252 = layout.charset == "windows-1252"
+    spelled = _latin1_spelling if cp1252 else str
+    names = [spelled(n) for n in dataset.schema.names]
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
-    frame = (
+    reader = (
         spark.read.format("csv")
         .schema(text_schema)
         .option("header", opts.header)
         .option("enforceSchema", False)  # a header that names other columns is an error
-        .option("sep", opts.delimiter)
-        .option("quote", opts.quote)
-        .option("escape", opts.escape)
+        .option("sep", spelled(opts.delimiter))
+        .option("quote", spelled(opts.quote))
+        .option("escape", spelled(opts.escape))
         .option("multiLine", opts.multiline)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT)
         .option("nullValue", _NO_NULL_TOKEN)
-        .option("encoding", "UTF-8")
-        .load(files)
+        .option("encoding", "ISO-8859-1" if cp1252 else layout.charset)
     )
-    values = [col(n).alias(value_col(i)) for i, n in enumerate(names)]
+    # Line by line (multiLine off), Hadoop splits on any of LF, CR, CRLF, but only in
+    # ASCII-compatible encodings: UTF-16 needs the separator spelled out.
+    utf16 = layout.charset.startswith("UTF-16")
+    line_sep = layout.line_sep or ("\n" if utf16 else None)
+    if line_sep is not None and (opts.multiline or utf16):
+        reader = reader.option("lineSep", line_sep)
+    frame = reader.load(files)
+
+    def text(value: Column) -> Column:
+        return F.translate(value, _CP1252_FROM, _CP1252_TO) if cp1252 else value
+
+    values = [text(col(n)).alias(value_col(i)) for i, n in enumerate(names)]
     reencoded = F.to_csv(
         F.struct(*[col(n) for n in names]),
-        {"sep": opts.delimiter, "quote": opts.quote, "escape": opts.escape},
+        {
+            "sep": spelled(opts.delimiter),
+            "quote": spelled(opts.quote),
+            "escape": spelled(opts.escape),
+        },
     )
     return frame.select(
         *values,
-        F.coalesce(col(CORRUPT), reencoded).alias(RAW),
+        text(F.coalesce(col(CORRUPT), reencoded)).alias(RAW),
         F.when(
             col(CORRUPT).isNotNull(),
             F.lit(f"malformed CSV record: expected {len(names)} fields"),
@@ -87,31 +195,102 @@ def _read_csv(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFr
     )
 
 
+def _latin1_spelling(text: str) -> str:
+    """``text`` as a windows-1252 file read as ISO-8859-1 shows it (unchanged if it cannot be)."""
+    try:
+        return text.encode("cp1252").decode("latin-1")
+    except UnicodeEncodeError:
+        return text
+
+
 def _read_json_lines(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
+    by_charset: dict[str, list[str]] = {}
+    if dataset.encoding == "utf-16":
+        for layout, uris in _by_layout(spark, files, dataset.encoding).items():
+            by_charset.setdefault(layout.charset, []).extend(uris)
+    else:
+        by_charset[_CHARSETS[dataset.encoding]] = files
+    frames = [_read_json_files(spark, dataset, c, uris) for c, uris in sorted(by_charset.items())]
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _read_json_files(
+    spark: SparkSession, dataset: Dataset, charset: str, files: list[str]
+) -> DataFrame:
     names = dataset.schema.names
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
-    lines = spark.read.format("text").load(files).select(F.col("value"), *_locators())
-    parsed = F.from_json(
-        F.col("value"),
-        text_schema,
-        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT},
+    lines = _lines(spark, charset, files)
+    line = F.col("value")
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **STRICT_JSON}
+    parsed = F.from_json(line, text_schema, options)
+    is_object = line.rlike("^" + _JSON_SPACE + "[{]")
+    # Spark's parser stops after the first JSON value and keeps the last of repeated keys.
+    # Two cheap streaming passes refuse both instead: "[line]" must hold exactly one value
+    # (catches glued records and trailing text), and the object's keys must be distinct.
+    # (Null when "[line]" does not parse: trailing text, or an object at the depth limit.)
+    one_value = F.coalesce(
+        F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1, F.lit(False)
     )
-    is_object = F.ltrim(F.col("value")).startswith("{")
+    keys = F.json_object_keys(line)
+    repeated = F.filter(keys, lambda key, i: F.array_position(keys, key) != i + 1)
+    malformed = (
+        F.when(F.col("_cut"), F.lit("malformed UTF-16 line: a line break inside a character"))
+        .when(~is_object, F.lit("not a JSON object"))
+        .when(parsed.getField(CORRUPT).isNotNull(), F.lit("malformed JSON"))
+        .when(~one_value, F.lit("malformed JSON: text after the object"))
+        .when(
+            F.size(repeated) > 0,
+            F.concat(
+                F.lit("malformed JSON: duplicate key '"),
+                F.substring(F.element_at(repeated, 1), 1, _SHOWN_KEY_CHARS),
+                F.lit("'"),
+            ),
+        )
+    )
     return lines.select(
         *[parsed.getField(n).alias(value_col(i)) for i, n in enumerate(names)],
-        F.col("value").alias(RAW),
-        F.when(~is_object, F.lit("not a JSON object"))
-        .when(parsed.getField(CORRUPT).isNotNull(), F.lit("malformed JSON"))
-        .alias(MALFORMED),
+        line.alias(RAW),
+        malformed.alias(MALFORMED),
         SOURCE_FILE,
         SPLIT_START,
         MONO,
         F.lit(None).cast("long").alias(ROW_IN_FILE),
         # Blank lines hold no record: they keep their place in the line count, then go.
-        (F.trim(F.col("value")) == "").alias(BLANK),
+        (F.trim(line) == "").alias(BLANK),
     )
+
+
+def _lines(spark: SparkSession, charset: str, files: list[str]) -> DataFrame:
+    """The files' lines as text (``value``), the locators, and ``_cut`` (UTF-16 only).
+
+    Spark's text reader splits bytes on LF, CR or CRLF and does not decode: ASCII-compatible
+    encodings are split there and decoded here. UTF-16 is split on the two bytes of its LF
+    (CRLF leaves a CR, removed here; CR alone is no line break in UTF-16 files). Those two
+    bytes can also straddle two characters (U+0Axx then U+xx00): such a line has an odd number
+    of bytes, and ``_cut`` marks it to be refused rather than decoded into wrong characters.
+    """
+    reader = spark.read.format("text")
+    if charset == "UTF-16LE":
+        reader = reader.option("lineSep", "\n\u0000")
+    elif charset == "UTF-16BE":
+        reader = reader.option("lineSep", "\u0000\n")
+    lines = reader.load(files).select(F.col("value"), *_locators())
+    raw = F.col("value").cast("binary")
+    cut = F.lit(False)
+    if charset == "UTF-8":
+        text = F.col("value")
+    elif charset == "windows-1252":
+        text = F.translate(F.decode(raw, "ISO-8859-1"), _CP1252_FROM, _CP1252_TO)
+    elif charset == "ISO-8859-1":
+        text = F.decode(raw, charset)
+    else:
+        text = F.regexp_replace(F.decode(raw, charset), "\r$", "")
+        cut = F.octet_length(raw) % 2 == 1
+    # A byte-order mark starts a file; it is not part of the first record.
+    text = F.regexp_replace(text, "^\ufeff", "")
+    return lines.select(text.alias("value"), SOURCE_FILE, SPLIT_START, MONO, cut.alias("_cut"))
 
 
 def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:

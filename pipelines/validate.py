@@ -33,9 +33,14 @@ from pipelines.columns import (
     value_col,
 )
 from pipelines.datasets import Dataset, SchemaVersion
+from pipelines.reading import STRICT_JSON
 
 QUARANTINE_KEY = "_quarantine_key"
 _SHOWN_CHARS = 60  # how much of a bad value a reason quotes
+# A partition value becomes a directory name, `column=value`, with these characters escaped as
+# %XX (Spark's Hive-style escaping); most file systems allow at most 255 bytes in a name.
+_PATH_ESCAPED = r"""[\x01-\x1f"#%'*/:=?\\\x7f{\[\]^]"""
+_MAX_NAME_BYTES = 255
 
 
 def typed_col(index: int) -> str:
@@ -46,7 +51,7 @@ def _cast_from_source(source: Column, source_type: T.DataType, target: T.DataTyp
     """Strict (ANSI) conversion: null when the value does not fit the target type."""
     complex_target = isinstance(target, T.ArrayType | T.MapType | T.StructType)
     if isinstance(source_type, T.StringType) and complex_target:
-        return F.from_json(source, cast(Any, target), {"mode": "PERMISSIVE"})
+        return F.from_json(source, cast(Any, target), {"mode": "PERMISSIVE", **STRICT_JSON})
     if isinstance(source_type, T.StringType) and isinstance(target, T.StringType):
         return source
     return source.try_cast(target)
@@ -86,6 +91,8 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
             problems.append(
                 F.when(missing, F.lit(f"column {column.name}: null in a non-nullable column"))
             )
+        if column.name in dataset.partition_by and isinstance(column.dtype, T.StringType):
+            problems.append(_partition_value_problem(column.name, value))
     joined = F.concat_ws("; ", *problems)
     reason = F.coalesce(col(MALFORMED), F.when(joined != "", joined))
     return frame.select(
@@ -97,6 +104,41 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
         MONO,
         ROW_IN_FILE,
         BLANK,
+    )
+
+
+def _escaped_bytes(text: Column) -> Column:
+    """UTF-8 bytes of ``text`` once Spark has escaped it for a path (each escape adds 2)."""
+    escaped = F.length(text) - F.length(F.regexp_replace(text, _PATH_ESCAPED, ""))
+    return F.octet_length(text) + 2 * escaped
+
+
+def _partition_value_problem(name: str, value: Column) -> Column:
+    """Why a string cannot be stored as a partition value unchanged, else null.
+
+    Spark writes an empty partition string as null and cannot name a directory after a value
+    that is too long or holds U+0000: such rows are refused, never silently changed, and the
+    rule is the same whatever the storage, so a file is read the same way everywhere.
+    """
+    name_bytes = _escaped_bytes(F.lit(name)) + 1  # "column="
+    size = name_bytes + _escaped_bytes(value)
+    return (
+        F.when(
+            value == "",
+            F.lit(f"column {name}: empty string as a partition value (stored as null)"),
+        )
+        .when(
+            F.instr(value, "\u0000") > 0,
+            F.lit(f"column {name}: U+0000 in a partition value"),
+        )
+        .when(
+            size > _MAX_NAME_BYTES,
+            F.concat(
+                F.lit(f"column {name}: partition value too long for a directory name ("),
+                size.cast("string"),
+                F.lit(f" bytes, at most {_MAX_NAME_BYTES})"),
+            ),
+        )
     )
 
 
