@@ -182,12 +182,22 @@ def test_json_test_suite_documents_as_json_lines(
     raw.mkdir()
     lines = "".join(_suite_line(stem, text) for stem, text in texts.items())
     (raw / "suite.jsonl").write_text(lines, encoding="utf-8")
+    for stem in NOT_UTF8:  # one file each: the whole file is rejected, with the byte offset
+        wrapped = b'{"id": "' + stem.encode() + b'", "doc": ' + documents[stem] + b"}\n"
+        (raw / f"{stem}.jsonl").write_bytes(wrapped)
 
     summary = ingest_quietly(
         "suite", str(raw), "--lake", str(tmp_path / "lake"), "--schemas", str(schemas)
     )
 
     assert accounting_holds(summary)
+    assert (summary["files_ingested"], summary["files_rejected"]) == (1, len(NOT_UTF8))
+    ledger = spark.read.format("delta").load(str(tmp_path / "lake/_lakeshard/ledger/suite"))
+    rejected = {
+        Path(r.path).stem: r.reason for r in ledger.filter("outcome = 'rejected'").collect()
+    }
+    assert set(rejected) == NOT_UTF8
+    assert all(reason.startswith("not valid utf-8 at byte ") for reason in rejected.values())
     table = spark.read.format("delta").load(summary["table"])
     got = {r["id"]: r["doc"] for r in table.collect()}
     accepted = {s for s in texts if s.startswith("y_")} | I_ACCEPTED
