@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 ENV_STAMP := $(VENV)/.lakeshard-env
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-minio lint format bench chaos clean
+.PHONY: help env demo test test-minio lint format bench large chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ format: env ## apply ruff's formatting and safe fixes
 bench: env ## benchmarks: ratios against a baseline measured in the same run
 	$(PY) bench/ingest_overhead.py
 	$(PY) bench/ledger.py
+
+large: env ## ingest a generated 3 GB input as a user would; print time and peak memory
+	$(PY) bench/large_input.py
 
 TRIALS ?= 100
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally

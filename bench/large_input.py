@@ -1,0 +1,117 @@
+"""A large generated input (3 GB by default) through ``lakeshard ingest``, with its peak memory.
+
+    python bench/large_input.py [--mb 3072] [--files 24]
+
+Generates ``--mb`` of ``events`` CSV (the same generator as ``ingest_overhead``), then runs
+``lakeshard ingest`` on it as a separate process, exactly as a user would, with the documented
+memory settings (``LAKESHARD_DRIVER_MEMORY``, default 4g) and a small
+``spark.driver.maxResultSize`` (64m): any collection of data to the driver would fail the run.
+Samples the resident memory of the whole process tree (Python driver + JVM) every half second
+and prints the peak, the time and the row accounting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+from ingest_overhead import generate  # noqa: E402
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
+            total += int((Path("/proc") / str(current) / "statm").read_text().split()[1]) * page
+        todo.extend(children.get(current, []))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=3072)
+    parser.add_argument("--files", type=int, default=24)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "large_input")
+    args = parser.parse_args()
+
+    raw = args.out / f"raw-{args.mb}mb"
+    if not (raw / "_READY").exists():
+        started = time.monotonic()
+        rows = generate(raw, args.mb, args.files)
+        (raw / "_READY").write_text(str(rows))
+        print(f"generated {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    size = sum(p.stat().st_size for p in raw.glob("*.csv"))
+    lake = args.out / "lake"
+    subprocess.run(["rm", "-rf", str(lake)], check=True)
+
+    env = dict(os.environ, LAKESHARD_SPARK_CONF="spark.driver.maxResultSize=64m")
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "ingest",
+        "events",
+        str(raw / "*.csv"),
+        "--lake",
+        str(lake),
+        "--schemas",
+        str(ROOT / "schemas"),
+        "--json",
+    ]
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss_bytes(process.pid))
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    stdout = process.stdout.read() if process.stdout else ""
+    if process.returncode != 0:
+        print(f"large_input: ingest exited {process.returncode}", file=sys.stderr)
+        return process.returncode
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    parts = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
+    result = {
+        "bench": "large_input",
+        "input_mb": round(size / 1e6, 1),
+        "files": args.files,
+        "rows_read": summary["rows_read"],
+        "accounting_holds": summary["rows_read"] == sum(summary[k] for k in parts),
+        "ingest_s": round(elapsed, 1),
+        "mb_per_s": round(size / 1e6 / elapsed, 2),
+        "peak_rss_mb": round(peak / 2**20),
+        "driver_memory": os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g"),
+        "max_result_size": "64m",
+    }
+    print(
+        f"large_input: {result['input_mb']} MB, {summary['rows_read']:,} rows in {elapsed:.0f}s "
+        f"({result['mb_per_s']} MB/s); peak RSS of driver + JVM {result['peak_rss_mb']} MiB"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
