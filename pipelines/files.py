@@ -34,6 +34,7 @@ import xxhash
 
 from pipelines.datasets import Dataset, Limits
 from pipelines.errors import first_line
+from pipelines.reading import HEAD_BYTES, Layout, layout_of
 
 CHUNK = 4 * 2**20
 CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
@@ -46,6 +47,7 @@ class Inspection:
     uri: str
     file_hash: bytes | None  # None when the file could not be read at all
     problem: str | None  # why the whole file is rejected; None for a file fit to read
+    layout: Layout | None = None  # a text file's charset and line break, for the reader
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,16 @@ def inspect_file(uri: str, rules: Rules, s3: dict[str, Any]) -> Inspection:
     except (OSError, pa.ArrowException) as exc:
         return Inspection(uri, None, f"cannot read the file: {first_line(exc)}")
     digest = hasher.digest()
+    layout = None
     try:
         if rules.format == "parquet":
             problem = _parquet_problem(fs, path)
         else:
-            problem = _text_problem(fs, path, uri, rules)
+            problem, head = _text_problem(fs, path, uri, rules)
+            layout = layout_of(head, rules.encoding)
     except (OSError, pa.ArrowException) as exc:
         problem = f"cannot read the file: {first_line(exc)}"
-    return Inspection(uri, digest, problem)
+    return Inspection(uri, digest, problem, layout)
 
 
 def inspect_many(uris: Iterable[str], rules: Rules, s3: dict[str, Any]) -> Iterator[Inspection]:
@@ -134,8 +138,12 @@ def _parquet_problem(fs: pafs.FileSystem, path: str) -> str | None:
     return None
 
 
-def _text_problem(fs: pafs.FileSystem, path: str, uri: str, rules: Rules) -> str | None:
+def _text_problem(
+    fs: pafs.FileSystem, path: str, uri: str, rules: Rules
+) -> tuple[str | None, bytes]:
+    """Why the file cannot be read (or None), and its first decompressed bytes."""
     limits = rules.limits
+    head = b""
     codec = next((c for suffix, c in CODECS.items() if uri.lower().endswith(suffix)), None)
     with fs.open_input_stream(path, compression=None) as raw:
         stream: Any = pa.CompressedInputStream(raw, codec) if codec else raw
@@ -144,6 +152,8 @@ def _text_problem(fs: pafs.FileSystem, path: str, uri: str, rules: Rules) -> str
         total = 0
         try:
             while chunk := stream.read(CHUNK):
+                if not head:
+                    head = chunk[:HEAD_BYTES]
                 total += len(chunk)
                 if total > limits.max_file_bytes:
                     what = (
@@ -151,22 +161,23 @@ def _text_problem(fs: pafs.FileSystem, path: str, uri: str, rules: Rules) -> str
                         if codec
                         else (f"is larger than {limits.max_file_bytes:,} bytes")
                     )
-                    return f"file {what} (limits.max_file_bytes): not read"
+                    return f"file {what} (limits.max_file_bytes): not read", head
                 longest = lines.feed(chunk)
                 if longest > limits.max_line_bytes:
-                    return (
+                    problem = (
                         f"a line at byte {lines.offset:,} is longer than "
                         f"{limits.max_line_bytes:,} bytes (limits.max_line_bytes): not read"
                     )
+                    return problem, head
                 _decode(decoder, chunk, total - len(chunk), rules.encoding)
             _decode(decoder, b"", total, rules.encoding, final=True)
         except _NotDecodable as exc:
-            return str(exc)
+            return str(exc), head
         except (OSError, pa.ArrowException) as exc:
             if codec:
-                return f"cannot decompress ({codec}): {first_line(exc)}"
+                return f"cannot decompress ({codec}): {first_line(exc)}", head
             raise
-    return None
+    return None, head
 
 
 class _NotDecodable(Exception):

@@ -248,7 +248,7 @@ def _ingest(
         f"{plan.duplicates} duplicate file(s) skipped, {len(plan.rejected)} rejected"
     )
     if plan.take:
-        _ingest_rows(spark, dataset, [f.uri for f in plan.take], out, held, t0)
+        _ingest_rows(spark, dataset, [f.uri for f in plan.take], plan.layouts, out, held, t0)
     held.check()
     progress(f"ledger: recording {len(plan.entries)} file(s)")
     ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
@@ -263,13 +263,14 @@ def _ingest_rows(
     spark: SparkSession,
     dataset: Dataset,
     uris: list[str],
+    layouts: Mapping[str, reading.Layout],
     out: Summary,
     held: leases.Lease,
     t0: float,
 ) -> None:
     now = F.lit(datetime.now(UTC))
     records = (
-        reading.read_raw(spark, dataset, uris)
+        reading.read_raw(spark, dataset, uris, layouts)
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema))
         .persist(StorageLevel.MEMORY_AND_DISK)

@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from pipelines import lake
 from pipelines.files import Inspection
+from pipelines.reading import Layout
 from pipelines.storage import SourceFile
 
 INGESTED, DUPLICATE, REJECTED = "ingested", "duplicate", "rejected"
@@ -74,6 +75,7 @@ class FilePlan:
     unchanged: int = 0  # already in the ledger, exactly as listed: not even opened
     duplicates: int = 0  # same bytes as a file already ingested
     rejected: list[Entry] = field(default_factory=list)
+    layouts: dict[str, Layout] = field(default_factory=dict)  # of the text files taken
 
     @property
     def skipped(self) -> int:
@@ -151,6 +153,8 @@ def plan(
         known.add(entry)  # a second copy later in this listing is a duplicate of this one
         result.entries.append(entry)
         result.take.append(source)
+        if inspection.layout is not None:
+            result.layouts[source.uri] = inspection.layout
     result.entries.extend(result.rejected)
     return result
 

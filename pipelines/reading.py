@@ -14,6 +14,7 @@ limit), so decoding here never has to guess or replace characters.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
@@ -58,7 +59,7 @@ _PYTHON_CODECS = {"UTF-16LE": "utf-16-le", "UTF-16BE": "utf-16-be", "windows-125
 _CP1252_BYTES = bytes(b for b in range(0x80, 0xA0) if bytes([b]).decode("cp1252", "ignore"))
 _CP1252_FROM = _CP1252_BYTES.decode("latin-1")
 _CP1252_TO = _CP1252_BYTES.decode("cp1252")
-_HEAD_BYTES = 64 * 1024  # enough to find the first line break of any sane file
+HEAD_BYTES = 64 * 1024  # enough to find the first line break of any sane file
 _SNIFF_THREADS = 8  # heads are read from the driver; object stores answer slowly, in parallel
 _LINE_BREAK = re.compile("\r\n|\r|\n")
 _JSON_SPACE = "[ \t\r\n]*"
@@ -99,25 +100,44 @@ def _head(spark: SparkSession, uri: str) -> bytes:
     try:
         if codec is not None:
             stream = codec.createInputStream(stream)
-        head = jvm.org.apache.commons.io.input.BoundedInputStream(stream, _HEAD_BYTES)
+        head = jvm.org.apache.commons.io.input.BoundedInputStream(stream, HEAD_BYTES)
         return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(head))
     finally:
         stream.close()
 
 
-def _by_layout(spark: SparkSession, files: list[str], encoding: str) -> dict[Layout, list[str]]:
+def _by_layout(
+    spark: SparkSession, files: list[str], encoding: str, known: Mapping[str, Layout]
+) -> dict[Layout, list[str]]:
+    """Files grouped by layout: from ``known`` (found by the per-file checks) or sniffed here."""
+    unknown = [uri for uri in files if uri not in known]
     with ThreadPoolExecutor(_SNIFF_THREADS) as pool:
-        heads = list(pool.map(lambda uri: _head(spark, uri), files))
+        heads = dict(zip(unknown, pool.map(lambda uri: _head(spark, uri), unknown), strict=True))
     groups: dict[Layout, list[str]] = {}
-    for uri, head in zip(files, heads, strict=True):
-        groups.setdefault(layout_of(head, encoding), []).append(uri)
+    for uri in files:
+        layout = known[uri] if uri in known else layout_of(heads[uri], encoding)
+        groups.setdefault(layout, []).append(uri)
     return groups
 
 
-def read_raw(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
-    """The uniform raw frame for ``files`` of ``dataset`` (see the module docstring)."""
-    readers = {"csv": _read_csv, "json": _read_json_lines, "parquet": _read_parquet}
-    frame = readers[dataset.format](spark, dataset, files)
+def read_raw(
+    spark: SparkSession,
+    dataset: Dataset,
+    files: list[str],
+    layouts: Mapping[str, Layout] | None = None,
+) -> DataFrame:
+    """The uniform raw frame for ``files`` of ``dataset`` (see the module docstring).
+
+    ``layouts`` gives text files' layouts already known (:mod:`pipelines.files` finds them
+    while checking each file); the others' first bytes are read from the driver.
+    """
+    known = layouts or {}
+    if dataset.format == "csv":
+        frame = _read_csv(spark, dataset, files, known)
+    elif dataset.format == "json":
+        frame = _read_json_lines(spark, dataset, files, known)
+    else:
+        frame = _read_parquet(spark, dataset, files)
     if BLANK not in frame.columns:
         frame = frame.withColumn(BLANK, F.lit(False))
     return frame
@@ -131,8 +151,10 @@ def _locators() -> list[Column]:
     ]
 
 
-def _read_csv(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
-    groups = _by_layout(spark, files, dataset.encoding)
+def _read_csv(
+    spark: SparkSession, dataset: Dataset, files: list[str], known: Mapping[str, Layout]
+) -> DataFrame:
+    groups = _by_layout(spark, files, dataset.encoding, known)
     frames = [_read_csv_files(spark, dataset, layout, uris) for layout, uris in groups.items()]
     return reduce(DataFrame.unionByName, frames)
 
@@ -203,10 +225,12 @@ def _latin1_spelling(text: str) -> str:
         return text
 
 
-def _read_json_lines(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
+def _read_json_lines(
+    spark: SparkSession, dataset: Dataset, files: list[str], known: Mapping[str, Layout]
+) -> DataFrame:
     by_charset: dict[str, list[str]] = {}
     if dataset.encoding == "utf-16":
-        for layout, uris in _by_layout(spark, files, dataset.encoding).items():
+        for layout, uris in _by_layout(spark, files, dataset.encoding, known).items():
             by_charset.setdefault(layout.charset, []).extend(uris)
     else:
         by_charset[_CHARSETS[dataset.encoding]] = files

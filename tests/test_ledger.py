@@ -15,7 +15,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines import files, ledger
-from pipelines.datasets import load_dataset
+from pipelines.datasets import Limits, load_dataset
+from pipelines.reading import Layout
 from pipelines.storage import SourceFile
 from tests.helpers import accounting_holds, ingest_quietly
 
@@ -214,3 +215,24 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     assert "No such file" in (reasons["gone.jsonl"] or "")
     if os.geteuid() != 0:
         assert "Permission denied" in (reasons["locked.jsonl"] or "")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data", "charset", "line_sep"),
+    [
+        ("utf-8", b"a,b\r\n1,2\r\n", "UTF-8", "\r\n"),
+        ("utf-8", gzip.compress(b"a,b\r1,2\r"), "UTF-8", "\r"),
+        ("utf-16", "a,b\n1,2\n".encode("utf-16-be").join([b"\xfe\xff", b""]), "UTF-16BE", "\n"),
+        ("latin-1", "é,b\n".encode("latin-1"), "ISO-8859-1", "\n"),
+    ],
+)
+def test_the_checks_hand_the_reader_each_text_file_s_layout(
+    tmp_path: Path, encoding: str, data: bytes, charset: str, line_sep: str
+) -> None:
+    """The reader needs a file's charset and line break; the checks, reading it anyway, say."""
+    path = tmp_path / ("f.csv.gz" if data[:2] == b"\x1f\x8b" else "f.csv")
+    path.write_bytes(data)
+    rules = files.Rules("csv", encoding, Limits())
+    inspection = files.inspect_file(f"file:{path}", rules, {})
+    assert inspection.problem is None
+    assert inspection.layout == Layout(charset, line_sep)
