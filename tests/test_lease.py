@@ -196,3 +196,52 @@ def test_a_store_that_ignores_conditional_writes_is_refused(
     assert err.count("\n") == 0
     assert "does not enforce it" in err
     assert "refuses to run unguarded" in err
+
+
+def test_ingest_exits_3_naming_the_run_that_holds_the_dataset(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake_dir = tmp_path / "lake"
+    holder = lease.acquire(f"file://{lake_dir}/_lakeshard/leases/events", "run-cron-1", 60, 0)
+    try:
+        code = cli.main(
+            ["ingest", "events", str(tmp_path), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)]
+        )
+    finally:
+        holder.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert len(err) == 1
+    assert err[0].startswith("error: dataset is being written by run run-cron-1 on ")
+    assert not (lake_dir / "tables").exists()  # refused before anything was written
+
+
+def test_a_claim_is_created_only_if_absent(where: str) -> None:
+    store = lease.store_for(where)
+    first = {"run_id": "a", "host": "h", "pid": 1, "acquired_at": 0.0, "expires_at": 9e9}
+    assert store.create(7, first)
+    assert not store.create(7, dict(first, run_id="b"))
+    assert store.read(7) == first
+    store.delete(7)
+
+
+def test_of_runs_starting_at_the_same_instant_exactly_one_wins(where: str) -> None:
+    start = threading.Barrier(6)
+    won: list[lease.Lease] = []
+    refused: list[PolicyError] = []
+
+    def run(name: str) -> None:
+        start.wait()
+        try:
+            won.append(lease.acquire(where, name, ttl_s=30, wait_s=0))
+        except PolicyError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for held in won:
+        held.release()
+    assert (len(won), len(refused)) == (1, 5)
