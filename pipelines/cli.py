@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -13,10 +15,14 @@ from pipelines import __version__
 from pipelines.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     ConfigError,
     LakeshardError,
+    clear_stop,
     describe,
+    request_stop,
+    stop_requested,
 )
 from pipelines.lease import DEFAULT_TTL_S
 from pipelines.settings import DEFAULT_MASTER, Settings, resolve_settings
@@ -129,9 +135,31 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler stopping the job): cancel Spark's jobs and stop at the next
+    checkpoint, so the run is recorded as failed and its lease released. Raising here instead
+    could cut a py4j exchange in half and leave the JVM gateway unusable for that record."""
+    request_stop()
+    from pyspark import SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:
+        active.cancelAllJobs()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code. Errors are one line on stderr."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    clear_stop()
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args_list: list[str]) -> int:
     debug = "--debug" in args_list
     try:
         args = build_parser().parse_args(args_list)
@@ -155,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        if stop_requested():  # a Spark job cancelled by SIGTERM
+            print("error: terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print(f"error: {describe(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a bug, or storage that failed after retries
 EXIT_USAGE = 2  # usage or configuration: unknown dataset, bad YAML, bad flag, unreachable lake
 EXIT_POLICY = 3  # refused by policy: incompatible schema, a rule set to `fail`, a lock held
+EXIT_TERMINATED = 143  # stopped by SIGTERM (128 + 15), as shells report it
 
 
 def first_line(exc: BaseException) -> str:
@@ -46,3 +49,30 @@ class StorageError(LakeshardError):
     """Storage that failed after the client's own retries."""
 
     exit_code = EXIT_FAILURE
+
+
+class Terminated(LakeshardError):
+    """The process was asked to stop (SIGTERM): the run is recorded as failed and lets go."""
+
+    exit_code = EXIT_TERMINATED
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the running command to stop at its next checkpoint (from a signal handler)."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
+def raise_if_stopped() -> None:
+    if _STOP.is_set():
+        raise Terminated("terminated (SIGTERM)")

@@ -41,7 +41,13 @@ from pipelines import __version__, files, lake, ledger, reading, storage, valida
 from pipelines import lease as leases
 from pipelines.columns import BLANK, CONTENT_HASH, REASON, col
 from pipelines.datasets import Dataset
-from pipelines.errors import LakeshardError, PolicyError, describe
+from pipelines.errors import (
+    LakeshardError,
+    PolicyError,
+    describe,
+    raise_if_stopped,
+    stop_requested,
+)
 from pipelines.settings import Settings
 
 R = TypeVar("R")
@@ -86,6 +92,8 @@ def new_run_id() -> str:
 
 
 def progress(message: str) -> None:
+    """Report a step on stderr; also a checkpoint where a requested stop (SIGTERM) happens."""
+    raise_if_stopped()
     print(f"lakeshard: {message}", file=sys.stderr, flush=True)
 
 
@@ -131,10 +139,14 @@ def run_ingest(
             summary.status, error = "failed", exc.message
             raise
         except Exception as exc:
-            summary.status, error = "failed", describe(exc)
+            summary.status = "failed"
+            error = "terminated (SIGTERM)" if stop_requested() else describe(exc)
+            raise
+        except BaseException as exc:  # Ctrl-C: recorded too, never left "running"
+            summary.status, error = "failed", f"interrupted ({type(exc).__name__})"
             raise
         finally:
-            progress(f"recording run {run_id} as {summary.status} in the run log")
+            print(f"lakeshard: recording run {run_id} as {summary.status}", file=sys.stderr)
             try:
                 record = _run_record(dataset, sources, summary, started, error)
                 lake.record_run(spark, log, record)

@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from pipelines.errors import ConfigError, PolicyError, StorageError, first_line
+from pipelines.errors import (
+    ConfigError,
+    PolicyError,
+    StorageError,
+    Terminated,
+    first_line,
+    raise_if_stopped,
+)
 
 DEFAULT_TTL_S = 120.0
 
@@ -273,7 +280,7 @@ def acquire(uri: str, run_id: str, ttl_s: float, wait_s: float) -> Lease:
                 "unguarded (use AWS S3, MinIO, SeaweedFS or another store that enforces it)"
             )
         return _claim(store, run_id, ttl_s, wait_s)
-    except (ConfigError, PolicyError):
+    except (ConfigError, PolicyError, Terminated):
         raise
     except Exception as exc:
         raise StorageError(f"cannot take the lease at {uri}: {first_line(exc)}") from None
@@ -294,6 +301,7 @@ def _claim(store: Store, run_id: str, ttl_s: float, wait_s: float) -> Lease:
                     f"retry later or wait for it with --wait SECONDS (lease {store.where})"
                 )
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            raise_if_stopped()
             continue
         claim = Claim(run_id, socket.gethostname(), os.getpid(), now, now + ttl_s)
         if store.create(top + 1, vars(claim)):

@@ -222,3 +222,21 @@ def test_two_overlapping_runs_take_each_file_once(
     runs = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
     took = [r["run_id"] for r in runs if r["status"] == "succeeded" and r["rows_read"]]
     assert took == [s["run_id"] for s in summaries if s["files_ingested"]]
+
+
+def test_sigterm_records_the_run_as_failed_and_frees_the_dataset(raw: Path, tmp_path: Path) -> None:
+    """A scheduler stopping the job (SIGTERM) is not a crash: the run says so and lets go."""
+    lake_dir = tmp_path / "lake"
+    process = _ingest_process(raw, lake_dir)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "reading" in line:
+            process.send_signal(signal.SIGTERM)  # the driver only, as a scheduler would
+            break
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-2000:]
+    assert "error: terminated (SIGTERM)" in err
+    records = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    assert sorted(r["status"] for r in records) == ["failed", "running"]
+    assert next(r["error"] for r in records if r["status"] == "failed") == "terminated (SIGTERM)"
+    assert not list((lake_dir / "_lakeshard" / "leases" / "events").iterdir())
