@@ -87,24 +87,10 @@ def load(spark: SparkSession, uri: str) -> Known:
     known = Known()
     if lake.only_created(spark, uri):
         return known
-    rows = (
-        lake.read_table(spark, uri)
-        .select(*[f for f in SCHEMA.fieldNames() if f != "recorded_at"], "recorded_at")
-        .orderBy("recorded_at")
-        .collect()
-    )
-    for row in rows:
-        known.add(
-            Entry(
-                path=row["path"],
-                size=row["size"],
-                modified_ms=row["modified_ms"],
-                file_hash=bytes(row["file_hash"]) if row["file_hash"] is not None else None,
-                outcome=row["outcome"],
-                reason=row["reason"],
-                run_id=row["run_id"],
-            )
-        )
+    columns = [f for f in SCHEMA.fieldNames() if f != "recorded_at"]
+    table = lake.read_table(spark, uri).orderBy("recorded_at").select(*columns).toArrow()
+    for row in table.to_pylist():
+        known.add(Entry(**row))
     return known
 
 
