@@ -156,31 +156,16 @@ def run_ingest(
 
 
 def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) -> None:
-    lake.ensure_table(
-        spark,
-        settings.table_uri(dataset.name),
-        validate.table_schema(dataset.schema),
-        dataset.partition_by,
-        description=f"lakeshard dataset {dataset.name}",
-    )
-    lake.ensure_table(
-        spark,
-        settings.quarantine_uri(dataset.name),
-        validate.QUARANTINE_SCHEMA,
-        description=f"lakeshard quarantine of {dataset.name}",
-    )
-    lake.ensure_table(
-        spark,
-        settings.ledger_uri(dataset.name),
-        ledger.SCHEMA,
-        description=f"lakeshard file ledger of {dataset.name}",
-    )
-    lake.ensure_table(
-        spark,
-        settings.runs_uri(dataset.name),
-        lake.RUNS_SCHEMA,
-        description=f"lakeshard run log of {dataset.name}",
-    )
+    name = dataset.name
+    tables = [
+        (settings.table_uri(name), validate.table_schema(dataset.schema), "dataset"),
+        (settings.quarantine_uri(name), validate.QUARANTINE_SCHEMA, "quarantine of"),
+        (settings.ledger_uri(name), ledger.SCHEMA, "file ledger of"),
+        (settings.runs_uri(name), lake.RUNS_SCHEMA, "run log of"),
+    ]
+    for uri, schema, what in tables:
+        partitions = dataset.partition_by if what == "dataset" else ()
+        lake.ensure_table(spark, uri, schema, partitions, description=f"lakeshard {what} {name}")
 
 
 def _close_abandoned_runs(

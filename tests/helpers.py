@@ -13,7 +13,7 @@ from typing import Any
 from pipelines import cli
 from pipelines.ingest import accounting_holds
 
-__all__ = ["REPO", "accounting_holds", "ingest_quietly", "last_json_line", "run_cli"]
+__all__ = ["REPO", "accounting_holds", "declare", "ingest_quietly", "last_json_line", "run_cli"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,4 +45,17 @@ def run_cli(
         timeout=timeout,
         cwd=REPO,
         check=False,
+    )
+
+
+def declare(
+    schemas: Path, name: str, fmt: str, columns: list[tuple[str, str]], extra: str = ""
+) -> None:
+    """Write a one-version dataset declaration (CSV: no null tokens, every value kept)."""
+    folder = schemas / name
+    folder.mkdir(parents=True)
+    csv_block = "csv:\n  null_values: []\n" if fmt == "csv" else ""
+    (folder / "dataset.yaml").write_text(f"format: {fmt}\n{csv_block}{extra}")
+    (folder / "v1.yaml").write_text(
+        "columns:\n" + "".join(f"  - {{name: {json.dumps(n)}, type: {t}}}\n" for n, t in columns)
     )

@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from tests.conftest import CONFORMANCE
-from tests.helpers import accounting_holds, ingest_quietly
+from tests.helpers import accounting_holds, declare, ingest_quietly
 
 SPECTRUM = CONFORMANCE / "csv_spectrum" / "csvs"
 # Without the corpora, one placeholder case lets the `conformance` fixture skip with its reason.
@@ -27,13 +27,7 @@ ERRATA = {"location_coordinates": {"Contact Phone Number": "2095257564"}}
 def _declare(
     schemas: Path, name: str, columns: list[str], fmt: str = "csv", extra: str = ""
 ) -> None:
-    folder = schemas / name
-    folder.mkdir(parents=True)
-    csv_block = "csv:\n  null_values: []\n" if fmt == "csv" else ""
-    (folder / "dataset.yaml").write_text(f"format: {fmt}\n{csv_block}{extra}")
-    (folder / "v1.yaml").write_text(
-        "columns:\n" + "".join(f"  - name: {json.dumps(c)}\n    type: string\n" for c in columns)
-    )
+    declare(schemas, name, fmt, [(c, "string") for c in columns], extra)
 
 
 @pytest.mark.parametrize("case", SPECTRUM_CASES)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from tests.helpers import accounting_holds, ingest_quietly
+from tests.helpers import accounting_holds, declare, ingest_quietly
 
 LINE_ENDINGS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
 # Values each encoding can hold, non-ASCII included.
@@ -36,18 +36,6 @@ FILES = {
     "cp1252": [("plain", "cp1252")],
 }
 BOMS = {"utf-16-le": "\ufeff", "utf-16-be": "\ufeff"}
-
-
-def _declare(
-    schemas: Path, name: str, fmt: str, columns: list[tuple[str, str]], extra: str = ""
-) -> None:
-    folder = schemas / name
-    folder.mkdir(parents=True)
-    csv_block = "csv:\n  null_values: []\n" if fmt == "csv" else ""
-    (folder / "dataset.yaml").write_text(f"format: {fmt}\n{csv_block}{extra}")
-    (folder / "v1.yaml").write_text(
-        "columns:\n" + "".join(f"  - {{name: {json.dumps(n)}, type: {t}}}\n" for n, t in columns)
-    )
 
 
 def _ingest(tmp_path: Path, dataset: str, raw: Path) -> dict[str, Any]:
@@ -80,7 +68,7 @@ def _records(encoding: str, ending: str) -> list[tuple[str, str]]:
 def test_declared_encodings_with_every_line_ending_and_bom(
     spark: SparkSession, tmp_path: Path, fmt: str, encoding: str
 ) -> None:
-    _declare(
+    declare(
         tmp_path / "schemas",
         "enc",
         fmt,
@@ -113,7 +101,7 @@ def test_declared_encodings_with_every_line_ending_and_bom(
 
 
 def test_empty_header_only_ragged_and_huge_csv(spark: SparkSession, tmp_path: Path) -> None:
-    _declare(tmp_path / "schemas", "shapes", "csv", [("id", "long"), ("text", "string")])
+    declare(tmp_path / "schemas", "shapes", "csv", [("id", "long"), ("text", "string")])
     raw = tmp_path / "raw"
     raw.mkdir()
     huge = "x" * 5_000_000
@@ -148,7 +136,7 @@ JSON_LINES = [
 
 
 def test_hostile_json_lines(spark: SparkSession, tmp_path: Path) -> None:
-    _declare(tmp_path / "schemas", "hostile", "json", [("id", "long"), ("doc", "string")])
+    declare(tmp_path / "schemas", "hostile", "json", [("id", "long"), ("doc", "string")])
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "lines.jsonl").write_text("\n".join(JSON_LINES) + "\n", encoding="utf-8")
@@ -184,7 +172,7 @@ ODD_NAMES = [("id", "long"), ("unit price (EUR)", "double"), ("a/b", "string"), 
 def test_column_names_with_spaces_parentheses_slashes_and_dots(
     spark: SparkSession, tmp_path: Path, fmt: str
 ) -> None:
-    _declare(tmp_path / "schemas", "odd", fmt, ODD_NAMES, extra="partition_by: [a/b]\n")
+    declare(tmp_path / "schemas", "odd", fmt, ODD_NAMES, extra="partition_by: [a/b]\n")
     raw = tmp_path / "raw"
     raw.mkdir()
     names = [n for n, _ in ODD_NAMES]
