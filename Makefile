@@ -50,7 +50,7 @@ bench: env ## benchmarks: ratios against a baseline measured in the same run
 	$(PY) bench/ledger.py
 
 large: env ## ingest a generated 3 GB input as a user would; print time and peak memory
-	$(PY) bench/large_input.py
+	LAKESHARD_DRIVER_MEMORY=$${LAKESHARD_DRIVER_MEMORY:-10g} $(PY) bench/large_input.py
 
 TRIALS ?= 100
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally
