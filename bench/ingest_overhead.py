@@ -67,6 +67,18 @@ def generate(folder: Path, megabytes: int, files: int, seed: int = 1) -> int:
     return total
 
 
+def generated(raw: Path, megabytes: int, files: int) -> int:
+    """The input in ``raw``, generated once and reused by later runs; its number of rows."""
+    ready = raw / "_READY"
+    if not ready.exists():
+        shutil.rmtree(raw, ignore_errors=True)
+        started = time.monotonic()
+        rows = generate(raw, megabytes, files)
+        ready.write_text(str(rows))
+        print(f"generated {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return int(ready.read_text())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=1024)
@@ -75,13 +87,7 @@ def main() -> int:
     args = parser.parse_args()
 
     raw = args.out / f"raw-{args.mb}mb"
-    if not (raw / "_READY").exists():
-        shutil.rmtree(raw, ignore_errors=True)
-        t = time.monotonic()
-        rows = generate(raw, args.mb, args.files)
-        (raw / "_READY").write_text(str(rows))
-        print(f"generated {rows:,} rows in {time.monotonic() - t:.0f}s", file=sys.stderr)
-    rows = int((raw / "_READY").read_text())
+    rows = generated(raw, args.mb, args.files)
     size = sum(p.stat().st_size for p in raw.glob("*.csv"))
 
     spark = get_spark("local[*]")

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from ingest_overhead import generate  # noqa: E402
+from ingest_overhead import generated  # noqa: E402
+
+from pipelines.ingest import accounting_holds  # noqa: E402
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -57,14 +60,10 @@ def main() -> int:
     args = parser.parse_args()
 
     raw = args.out / f"raw-{args.mb}mb"
-    if not (raw / "_READY").exists():
-        started = time.monotonic()
-        rows = generate(raw, args.mb, args.files)
-        (raw / "_READY").write_text(str(rows))
-        print(f"generated {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    generated(raw, args.mb, args.files)
     size = sum(p.stat().st_size for p in raw.glob("*.csv"))
     lake = args.out / "lake"
-    subprocess.run(["rm", "-rf", str(lake)], check=True)
+    shutil.rmtree(lake, ignore_errors=True)
 
     env = dict(os.environ, LAKESHARD_SPARK_CONF="spark.driver.maxResultSize=64m")
     command = [
@@ -92,13 +91,12 @@ def main() -> int:
         print(f"large_input: ingest exited {process.returncode}", file=sys.stderr)
         return process.returncode
     summary = json.loads(stdout.strip().splitlines()[-1])
-    parts = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
     result = {
         "bench": "large_input",
         "input_mb": round(size / 1e6, 1),
         "files": args.files,
         "rows_read": summary["rows_read"],
-        "accounting_holds": summary["rows_read"] == sum(summary[k] for k in parts),
+        "accounting_holds": accounting_holds(summary),
         "ingest_s": round(elapsed, 1),
         "mb_per_s": round(size / 1e6 / elapsed, 2),
         "peak_rss_mb": round(peak / 2**20),

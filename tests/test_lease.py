@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,15 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"file://{tmp_path}/leases/events"
     s3 = request.getfixturevalue("s3")
     return f"s3a://lake/{s3['prefix']}/_lakeshard/leases/events"
+
+
+def _in_threads(run: Callable[[str], None], count: int) -> None:
+    """Run ``run("run-0")`` .. ``run("run-<count-1>")`` in threads at once; wait for all."""
+    threads = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _dead_pid() -> int:
@@ -80,11 +89,7 @@ def test_only_one_of_many_racing_runs_holds_the_lease_at_a_time(where: str) -> N
         except Exception as exc:  # reported below: a thread cannot fail the test itself
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _in_threads(run, 8)
     assert errors == []
     assert most[0] == 1
 
@@ -237,11 +242,7 @@ def test_of_runs_starting_at_the_same_instant_exactly_one_wins(where: str) -> No
         except PolicyError as exc:
             refused.append(exc)
 
-    threads = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _in_threads(run, 6)
     for held in won:
         held.release()
     assert (len(won), len(refused)) == (1, 5)
