@@ -1,0 +1,296 @@
+"""Read a Delta table's log without Spark: its current schema and its commit history.
+
+The log (``_delta_log/``) holds one JSON file of actions per commit and, now and then, a
+checkpoint: Parquet with the whole table state as of one version, in one file
+(``<v>.checkpoint.parquet``), in parts (``<v>.checkpoint.<i>.<n>.parquet``) or as a V2
+checkpoint (``<v>.checkpoint.<uuid>.parquet|json``, whose top-level file holds the metadata).
+JSON commits older than the log retention are deleted, so the state is the newest complete
+checkpoint plus every JSON commit after it. The log is listed (pyarrow cannot list from a key,
+as Delta's own readers do), and ``_last_checkpoint`` is treated as those readers treat it: a
+hint that may lag behind a newer checkpoint, but a floor: a log that lists nothing as recent as
+the version it names has lost files. A missing commit is an error, never a stale schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql import types as T
+
+from pipelines.errors import ConfigError, first_line
+from pipelines.files import filesystem, store_options
+
+CONSTRAINT_PREFIX = "delta.constraints."
+_COMMIT = re.compile(r"(\d{20})\.json")
+_CHECKPOINT = re.compile(
+    r"(?P<version>\d{20})\.checkpoint"
+    r"(?:\.(?P<part>\d{10})\.(?P<parts>\d{10})|\.(?P<uuid>[0-9a-fA-F-]{36}))?"
+    r"\.(?P<ext>parquet|json)"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_READ_THREADS = 8  # commit files are small: on object storage, latency dominates
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The table's metadata as of its latest version."""
+
+    version: int
+    schema: T.StructType
+    partition_columns: tuple[str, ...]
+    configuration: Mapping[str, str]  # table properties
+
+    @property
+    def constraints(self) -> dict[str, str]:
+        """CHECK constraints, name -> SQL expression."""
+        return {
+            key.removeprefix(CONSTRAINT_PREFIX): value
+            for key, value in self.configuration.items()
+            if key.startswith(CONSTRAINT_PREFIX)
+        }
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit still in the log."""
+
+    version: int
+    timestamp: datetime  # UTC
+    operation: str | None
+    user_metadata: Mapping[str, Any]  # commitInfo.userMetadata as a JSON object, else {}
+    schema: T.StructType | None  # set when the commit changed the metadata (or created the table)
+    operation_metrics: Mapping[str, str]
+
+
+def snapshot(uri: str) -> Snapshot | None:
+    """The table's latest schema and properties; None where there is no table."""
+    log = _Log.open(uri)
+    if log.hint is not None and (log.latest is None or log.hint > log.latest):
+        ends = "holds no commits" if log.latest is None else f"ends at {log.latest}"
+        log.fail(f"_last_checkpoint names version {log.hint}, but the log {ends}")
+    if log.latest is None:
+        return None
+    base = max((c.version for c in log.checkpoints), default=None)
+    first = 0 if base is None else base + 1
+    missing = [v for v in range(first, log.latest + 1) if v not in log.commits]
+    if missing:
+        covered = "no checkpoint covers it" if base is None else f"the checkpoint is at {base}"
+        log.fail(f"commit {missing[0]} is missing and {covered}")
+    metadata = log.latest_metadata(list(range(log.latest, first - 1, -1)))
+    if metadata is None and base is not None:
+        metadata = log.read_checkpoint(base)
+    if metadata is None:
+        log.fail(f"no metaData action up to version {log.latest}")
+    schema, partition_columns, configuration = log.parse_metadata(metadata)
+    return Snapshot(log.latest, schema, partition_columns, configuration)
+
+
+def commits(uri: str) -> list[CommitInfo]:
+    """Every commit whose JSON file is still in the log, oldest first ([] where no table)."""
+    log = _Log.open(uri)
+    versions = sorted(log.commits)
+    return [
+        log.commit_info(version, actions)
+        for version, actions in zip(versions, log.read_commits(versions), strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    version: int
+    files: tuple[pafs.FileInfo, ...]  # every part, or the top-level file of a V2 checkpoint
+
+
+class _Log:
+    """One listing of ``_delta_log``; every problem is a ConfigError that names the table."""
+
+    def __init__(self, uri: str, fs: pafs.FileSystem, path: str) -> None:
+        self.uri = uri
+        self.fs = fs
+        self.path = path
+        self.commits: dict[int, pafs.FileInfo] = {}
+        self.checkpoints: list[_Checkpoint] = []  # complete ones only
+        self.hint: int | None = None  # the version _last_checkpoint names
+
+    @classmethod
+    def open(cls, uri: str) -> _Log:
+        try:
+            fs, root = filesystem(uri, store_options())
+        except ValueError as exc:
+            raise ConfigError(f"cannot read the Delta log of {uri}: {first_line(exc)}") from None
+        log = cls(uri, fs, root.rstrip("/") + "/_delta_log")
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(log.path, allow_not_found=True))
+        except (OSError, pa.ArrowException) as exc:
+            log.fail(f"cannot list it: {first_line(exc)}")
+        log._index(infos)
+        return log
+
+    def _index(self, infos: list[pafs.FileInfo]) -> None:
+        parts: dict[tuple[int, str], dict[int, pafs.FileInfo]] = {}
+        totals: dict[tuple[int, str], int] = {}
+        for info in infos:
+            name = info.base_name
+            if match := _COMMIT.fullmatch(name):
+                self.commits[int(match.group(1))] = info
+            elif match := _CHECKPOINT.fullmatch(name):
+                version = int(match["version"])
+                if match["ext"] == "json" and match["uuid"] is None:
+                    continue  # not a checkpoint name the protocol defines
+                key = (version, match["parts"] or match["uuid"] or "")
+                parts.setdefault(key, {})[int(match["part"] or 1)] = info
+                totals[key] = int(match["parts"] or 1)
+            elif name == "_last_checkpoint":
+                self.hint = self._read_hint(info)
+        for key, found in parts.items():
+            if sorted(found) == list(range(1, totals[key] + 1)):  # a part may still be uploading
+                self.checkpoints.append(_Checkpoint(key[0], tuple(found[i] for i in sorted(found))))
+
+    def _read_hint(self, info: pafs.FileInfo) -> int | None:
+        try:
+            hint = json.loads(self._read(info.path))
+            return int(hint["version"])
+        except (ValueError, KeyError, TypeError):
+            return None  # a hint only: the listing still finds every checkpoint
+
+    @property
+    def latest(self) -> int | None:
+        versions = [*self.commits, *(c.version for c in self.checkpoints)]
+        return max(versions) if versions else None
+
+    def read_checkpoint(self, version: int) -> dict[str, Any]:
+        """The metaData action of the checkpoint at ``version``."""
+        checkpoint = next(c for c in self.checkpoints if c.version == version)
+        found: list[dict[str, Any]] = []
+        for info in checkpoint.files:
+            try:
+                if info.base_name.endswith(".json"):
+                    actions = self._parse_actions(info.path, self._read(info.path))
+                    found.extend(a["metaData"] for a in actions if "metaData" in a)
+                else:
+                    found.extend(self._parquet_metadata(info.path))
+            except (OSError, pa.ArrowException) as exc:
+                self.fail(f"cannot read the checkpoint {info.base_name}: {first_line(exc)}")
+        if len(found) != 1:
+            self.fail(f"the checkpoint at version {version} holds {len(found)} metaData actions")
+        return found[0]
+
+    def _parquet_metadata(self, path: str) -> list[dict[str, Any]]:
+        with self.fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if "metaData" not in parquet.schema_arrow.names:
+                return []
+            table = parquet.read(columns=["metaData"])
+        column = table.column("metaData")
+        rows: list[dict[str, Any]] = column.filter(pc.is_valid(column)).to_pylist()
+        for row in rows:  # Parquet maps come back as (key, value) pairs
+            row["configuration"] = dict(row.get("configuration") or [])
+        return rows
+
+    def latest_metadata(self, newest_first: list[int]) -> dict[str, Any] | None:
+        """The metaData action of the newest of these commits that holds one."""
+        for start in range(0, len(newest_first), _READ_THREADS):
+            batch = newest_first[start : start + _READ_THREADS]
+            for version, actions in zip(batch, self.read_commits(batch), strict=True):
+                found: list[dict[str, Any]] = [a["metaData"] for a in actions if "metaData" in a]
+                if len(found) > 1:
+                    self.fail(f"commit {version} holds more than one metaData action")
+                if found:
+                    return found[0]
+        return None
+
+    def read_commits(self, versions: list[int]) -> list[list[dict[str, Any]]]:
+        """The actions of each commit, read a few at a time."""
+        infos = [self.commits[v] for v in versions]
+        if not infos:
+            return []
+        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(infos))) as pool:
+            texts = list(pool.map(lambda info: self._read(info.path), infos))
+        return [
+            self._parse_actions(info.path, text) for info, text in zip(infos, texts, strict=True)
+        ]
+
+    def commit_info(self, version: int, actions: list[dict[str, Any]]) -> CommitInfo:
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        metadata = next((a["metaData"] for a in actions if "metaData" in a), None)
+        millis = info.get("inCommitTimestamp", info.get("timestamp"))
+        if isinstance(millis, int):
+            timestamp = _EPOCH + timedelta(milliseconds=millis)
+        else:
+            mtime = self.commits[version].mtime
+            if mtime is None:
+                self.fail(f"commit {version} has no timestamp")
+            timestamp = mtime.astimezone(UTC)
+        metrics = info.get("operationMetrics") or {}
+        operation = info.get("operation")
+        return CommitInfo(
+            version=version,
+            timestamp=timestamp,
+            operation=operation if isinstance(operation, str) else None,
+            user_metadata=_json_object(info.get("userMetadata")),
+            schema=self.parse_metadata(metadata)[0] if metadata is not None else None,
+            operation_metrics={
+                str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metrics.items()
+            },
+        )
+
+    def parse_metadata(
+        self, metadata: dict[str, Any]
+    ) -> tuple[T.StructType, tuple[str, ...], dict[str, str]]:
+        try:
+            schema = T.StructType.fromJson(json.loads(metadata["schemaString"]))
+            partition_columns = tuple(str(c) for c in metadata.get("partitionColumns") or ())
+            configuration = {
+                str(k): str(v) for k, v in (metadata.get("configuration") or {}).items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.fail(f"unreadable metaData: {type(exc).__name__}: {first_line(exc)}")
+        return schema, partition_columns, configuration
+
+    def _read(self, path: str) -> str:
+        try:
+            with self.fs.open_input_stream(path, compression=None) as stream:
+                data: bytes = stream.read()
+            return data.decode("utf-8")
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+            self.fail(f"cannot read {path.rsplit('/', 1)[-1]}: {first_line(exc)}")
+
+    def _parse_actions(self, path: str, text: str) -> list[dict[str, Any]]:
+        actions: list[dict[str, Any]] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                action = json.loads(line)
+            except ValueError as exc:
+                self.fail(f"{path.rsplit('/', 1)[-1]} line {number} is not JSON: {exc}")
+            if not isinstance(action, dict):
+                self.fail(f"{path.rsplit('/', 1)[-1]} line {number} is not a Delta action")
+            actions.append(action)
+        return actions
+
+    def fail(self, problem: str) -> NoReturn:
+        raise ConfigError(f"cannot read the Delta log of {self.uri}: {problem}")
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """userMetadata is free text; lakeshard writes a JSON object there."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
