@@ -9,12 +9,15 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipelines import __version__
+from pipelines.datasets import COMPATIBILITY
 from pipelines.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_POLICY,
     EXIT_TERMINATED,
     EXIT_USAGE,
     ConfigError,
@@ -52,16 +55,17 @@ class _UsageError(Exception):
     pass
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, spark: bool = True) -> None:
     parser.add_argument("--lake", metavar="URI", help="lake root (env LAKESHARD_LAKE; ./lake)")
     parser.add_argument(
         "--schemas", metavar="DIR", help="dataset declarations (env LAKESHARD_SCHEMAS; ./schemas)"
     )
+    if spark:
+        parser.add_argument(
+            "--master", metavar="URL", help="Spark master (env LAKESHARD_SPARK_MASTER; local[*])"
+        )
     parser.add_argument(
-        "--master", metavar="URL", help="Spark master (env LAKESHARD_SPARK_MASTER; local[*])"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print the run summary as JSON on the last line"
+        "--json", action="store_true", help="print the result as JSON on the last line"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
@@ -94,22 +98,99 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="files, folders or globs; local paths or s3a:// URIs",
     )
-    ingest.add_argument(
+    _lease_flags(ingest)
+    _common(ingest)
+    _schema_verbs(verbs)
+    _quarantine_verbs(verbs)
+    return parser
+
+
+def _lease_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--wait",
         metavar="SECONDS",
         type=_seconds,
         help="if another run is writing this dataset, wait up to this long for it "
         "(env LAKESHARD_LEASE_WAIT; default 0: exit 3 at once)",
     )
-    ingest.add_argument(
+    parser.add_argument(
         "--lease-ttl",
         metavar="SECONDS",
         type=_seconds,
         help="how long the dataset's lease outlives a run that stops renewing it, e.g. a "
         f"killed driver (env LAKESHARD_LEASE_TTL; default {DEFAULT_TTL_S:.0f})",
     )
-    _common(ingest)
-    return parser
+
+
+def _schema_verbs(verbs: Any) -> None:
+    schema = verbs.add_parser(
+        "schema",
+        help="check schema versions for compatibility; show their history",
+        description="Schema governance for a dataset's versioned schemas (no Spark needed).",
+    )
+    actions = schema.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    check = actions.add_parser(
+        "check",
+        help="is the current version compatible with earlier ones and the live table?",
+        description=(
+            "Compare the dataset's current schema version with its earlier versions and with "
+            "the live table's schema (read from its Delta log) under a compatibility mode. "
+            "Exit 3 names every offending field when they are incompatible."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("dataset", help="dataset name")
+    check.add_argument(
+        "--mode",
+        choices=COMPATIBILITY,
+        help="compatibility mode (default: the dataset's `compatibility:`, else backward)",
+    )
+    _common(check, spark=False)
+    history = actions.add_parser(
+        "history",
+        help="versions, what each changed, and when each reached the table",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    history.add_argument("dataset", help="dataset name")
+    _common(history, spark=False)
+
+
+def _quarantine_verbs(verbs: Any) -> None:
+    quarantine = verbs.add_parser(
+        "quarantine",
+        help="list quarantined records by reason and rule; replay those that now pass",
+        description="Tools for a dataset's quarantine.",
+    )
+    actions = quarantine.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    listing = actions.add_parser(
+        "list",
+        help="counts of quarantined records by reason and rule",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("dataset", help="dataset name")
+    listing.add_argument("--replayed", action="store_true", help="include records already replayed")
+    _common(listing)
+    replay = actions.add_parser(
+        "replay",
+        help="re-validate quarantined records; move those that now pass into the table, once",
+        description=(
+            "Parse quarantined records again and validate them against the current schema and "
+            "rules. Records that pass are appended to the table (deduplicated) and marked as "
+            "replayed, so a second replay moves nothing; records that still fail stay."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("dataset", help="dataset name")
+    replay.add_argument("--reason", metavar="TEXT", help="only records whose reason contains TEXT")
+    replay.add_argument("--rule", metavar="NAME", help="only records that failed rule NAME")
+    _lease_flags(replay)
+    _common(replay)
 
 
 def _setting(flag: float | None, variable: str, default: float) -> float:
@@ -159,15 +240,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _quiet_pyspark_errors() -> None:
+    """pyspark logs every Spark error it raises as a JSON blob on stderr; the command reports
+    its errors itself, as one line (``--debug`` shows them in full)."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
+
+
 def _main(args_list: list[str]) -> int:
     debug = "--debug" in args_list
+    if not debug:
+        _quiet_pyspark_errors()
     try:
         args = build_parser().parse_args(args_list)
-        settings = resolve_settings(args.lake, args.schemas, args.master)
+        settings = resolve_settings(args.lake, args.schemas, getattr(args, "master", None))
         if settings.master is None:
             settings = Settings(settings.lake, settings.schemas, DEFAULT_MASTER)
         if args.verb == "ingest":
             return _ingest(args, settings)
+        if args.verb == "schema":
+            return _schema(args, settings)
+        if args.verb == "quarantine":
+            return _quarantine(args, settings)
         raise _UsageError(f"lakeshard: unknown command {args.verb!r}")
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -192,7 +288,7 @@ def _main(args_list: list[str]) -> int:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.datasets import load_dataset
-    from pipelines.ingest import LeaseOptions, run_ingest
+    from pipelines.ingest import run_ingest
     from pipelines.spark import get_spark
     from pipelines.storage import check_lake_reachable
 
@@ -201,17 +297,76 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     for source in args.sources:
         if source.startswith(("s3://", "s3a://")):
             check_lake_reachable(source)
-    lease = LeaseOptions(
+    spark = get_spark(settings.master)
+    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(args))
+    _emit(summary.as_json(), args.json, _print_summary)
+    return EXIT_OK
+
+
+def _lease_options(args: argparse.Namespace) -> Any:
+    from pipelines.ingest import LeaseOptions
+
+    return LeaseOptions(
         wait_s=_setting(args.wait, "LAKESHARD_LEASE_WAIT", 0.0),
         ttl_s=_setting(args.lease_ttl, "LAKESHARD_LEASE_TTL", DEFAULT_TTL_S),
     )
-    spark = get_spark(settings.master)
-    summary = run_ingest(spark, settings, dataset, list(args.sources), lease)
-    if args.json:
-        print(json.dumps(summary.as_json(), sort_keys=False))
-    else:
-        _print_summary(summary.as_json())
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import governance
+    from pipelines.datasets import load_dataset
+    from pipelines.storage import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    if args.action == "check":
+        report = governance.check(settings, dataset, args.mode)
+        _emit(report, args.json, governance.print_check)
+        if not report["compatible"]:
+            print(
+                f"error: {dataset.name} {report['current']} is not {report['mode']}-compatible: "
+                + "; ".join(report["problems"]),
+                file=sys.stderr,
+            )
+            return EXIT_POLICY
+        return EXIT_OK
+    _emit(governance.history(settings, dataset), args.json, governance.print_history)
     return EXIT_OK
+
+
+def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import replay
+    from pipelines.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    spark = get_spark(settings.master)
+    if args.action == "list":
+        groups = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
+        report = {"dataset": dataset.name, "rows": sum(g["rows"] for g in groups), "groups": groups}
+        _emit(report, args.json, _print_groups)
+        return EXIT_OK
+    summary = replay.run_replay(
+        spark, settings, dataset, args.reason, args.rule, _lease_options(args)
+    )
+    _emit(summary.as_json(), args.json, _print_summary)
+    return EXIT_OK
+
+
+def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        show(report)
+
+
+def _print_groups(report: dict[str, Any]) -> None:
+    print(f"{report['dataset']}: {report['rows']:,} quarantined record(s) not yet replayed")
+    for group in report["groups"]:
+        rule = f" [rule {group['rule']}]" if group["rule"] else ""
+        print(f"  {group['rows']:>10,}  {group['reason']}{rule}  ({group['files']} file(s))")
 
 
 def _print_summary(data: dict[str, object]) -> None:

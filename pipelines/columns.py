@@ -16,6 +16,11 @@ MALFORMED = "_malformed"
 SPLIT_START = "_split_start"
 ROW_IN_FILE = "_row_index"  # exact 0-based row index where the format gives one (Parquet)
 MONO = "_mono"
+EXTRA = "_extra"  # a record's fields that the schema does not declare, as a JSON object
+RESCUED = "_rescued"  # on_drift: rescue — fields that did not fit, as JSON, with the source file
+RULES = "_rules"  # names of the row rules a record failed
+DROPPED = "_dropped"  # a record dropped by a rule (on_violation: drop)
+FIELDS = "_fields"  # a quarantined CSV record's column names (its file's header)
 BLANK = "_blank"  # a blank line in a JSON-lines file: counted as a line, not as a record
 
 

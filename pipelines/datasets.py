@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,20 @@ FORMATS = ("csv", "json", "parquet")
 # Declared text encodings (csv and json): Python codec names, also understood by Java.
 ENCODINGS = ("utf-8", "utf-16", "utf-16le", "utf-16be", "latin-1", "cp1252")
 ON_CHANGED_FILE = ("reject", "reingest")
+# Schema registries' compatibility modes (see pipelines.compat); backward is their default too.
+COMPATIBILITY = (
+    "backward",
+    "backward_transitive",
+    "forward",
+    "forward_transitive",
+    "full",
+    "full_transitive",
+    "none",
+)
+# What happens to a record whose fields do not fit the declared schema (unknown fields, values
+# of another type): see README "Schema drift". quarantine loses nothing and keeps the table clean.
+ON_DRIFT = ("quarantine", "rescue", "ignore", "fail")
+ON_VIOLATION = ("quarantine", "drop", "warn", "fail")
 _SIZE = re.compile(r"([0-9]+)\s*(|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 _UNITS = {
     "": 1,
@@ -43,6 +58,7 @@ class Column:
     name: str
     dtype: T.DataType
     nullable: bool = True
+    renamed_from: str | None = None  # the column's name in the previous version, if renamed
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,15 @@ class SchemaVersion:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """New name -> old name, for the columns this version renames."""
+        return {c.name: c.renamed_from for c in self.columns if c.renamed_from}
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,21 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A named row rule: ``expr`` (Spark SQL, true for a good row) and what a violation does."""
+
+    name: str
+    expr: str
+    on_violation: str
+    key: str  # where it is declared, e.g. "rules[1]", for error messages
+
+    @property
+    def constraint(self) -> str:
+        """The name of the Delta CHECK constraint that guards the table with this rule."""
+        return f"lakeshard_rule_{self.name}"
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     format: str
@@ -94,11 +134,18 @@ class Dataset:
     encoding: str = "utf-8"
     on_changed_file: str = "reject"
     limits: Limits = field(default_factory=Limits)
+    compatibility: str = "backward"
+    on_drift: str = "quarantine"
+    rules: tuple[Rule, ...] = ()
 
     @property
     def schema(self) -> SchemaVersion:
         """The current (highest) schema version."""
         return self.versions[-1]
+
+    @property
+    def declaration(self) -> Path:
+        return self.path / "dataset.yaml"
 
 
 def list_datasets(schemas_dir: Path) -> list[str]:
@@ -129,6 +176,9 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         raise ConfigError(f"{decl_path}: encoding: only applies to csv and json (format is {fmt})")
     on_changed_file = decl.choice("on_changed_file", ON_CHANGED_FILE, default="reject")
     limits = _limits(decl.mapping("limits")) if decl.has("limits") else Limits()
+    compatibility = decl.choice("compatibility", COMPATIBILITY, default="backward")
+    on_drift = decl.choice("on_drift", ON_DRIFT, default="quarantine")
+    rules = _rules(decl)
     decl.reject_unknown()
 
     versions = _load_versions(folder)
@@ -158,6 +208,9 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         encoding=encoding,
         on_changed_file=on_changed_file,
         limits=limits,
+        compatibility=compatibility,
+        on_drift=on_drift,
+        rules=rules,
     )
 
 
@@ -173,7 +226,19 @@ def _load_versions(folder: Path) -> tuple[SchemaVersion, ...]:
     if sorted(found) != expected:
         missing = ", ".join(f"v{n}.yaml" for n in expected if n not in found)
         raise ConfigError(f"{folder}: schema versions must be contiguous; missing {missing}")
-    return tuple(_load_version(n, found[n]) for n in expected)
+    versions = tuple(_load_version(n, found[n]) for n in expected)
+    for earlier, version in pairwise(versions):
+        for index, column in enumerate(version.columns):
+            if column.renamed_from is not None and column.renamed_from not in earlier.names:
+                raise ConfigError(
+                    f"{version.path}: columns[{index}].renamed_from: {earlier.path.name} has no "
+                    f"column {column.renamed_from!r}"
+                )
+    if versions[0].renames:
+        raise ConfigError(
+            f"{versions[0].path}: renamed_from: the first version has nothing to rename"
+        )
+    return versions
 
 
 def _load_version(number: int, path: Path) -> SchemaVersion:
@@ -200,11 +265,41 @@ def _load_version(number: int, path: Path) -> SchemaVersion:
         except TypeParseError as exc:
             raise ConfigError(f"{path}: {where}.type: {exc}") from None
         nullable = item.boolean("nullable", default=True)
+        renamed_from = item.string("renamed_from") if item.has("renamed_from") else None
         item.reject_unknown()
         if any(c.name.lower() == name.lower() for c in columns):
             raise ConfigError(f"{path}: {where}.name: duplicate column {name!r}")
-        columns.append(Column(name=name, dtype=dtype, nullable=nullable))
+        columns.append(Column(name, dtype, nullable, renamed_from))
     return SchemaVersion(version=number, columns=tuple(columns), path=path)
+
+
+def _rules(decl: _Mapping) -> tuple[Rule, ...]:
+    """The ``rules:`` list; expressions are checked against the schema by :mod:`pipelines.rules`."""
+    raw = decl.get("rules")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{decl.path}: rules: expected a list of {{name, expr, on_violation}}")
+    rules: list[Rule] = []
+    for index, item in enumerate(raw):
+        key = f"rules[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(
+                f"{decl.path}: {key}: expected a mapping with name, expr, on_violation"
+            )
+        entry = _Mapping(item, decl.path, key + ".")
+        name = entry.string("name")
+        if not NAME.fullmatch(name):
+            raise ConfigError(
+                f"{decl.path}: {key}.name: {name!r} is not a rule name ([a-z][a-z0-9_]*)"
+            )
+        if any(r.name == name for r in rules):
+            raise ConfigError(f"{decl.path}: {key}.name: duplicate rule {name!r}")
+        expr = entry.string("expr")
+        on_violation = entry.choice("on_violation", ON_VIOLATION)
+        entry.reject_unknown()
+        rules.append(Rule(name, expr, on_violation, key))
+    return tuple(rules)
 
 
 def _csv_options(csv: _Mapping) -> CsvOptions:

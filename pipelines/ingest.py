@@ -34,12 +34,22 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import __version__, files, lake, ledger, reading, storage, validate
+from pipelines import __version__, evolution, files, lake, ledger, reading, rules, storage, validate
 from pipelines import lease as leases
-from pipelines.columns import BLANK, CONTENT_HASH, REASON, col
+from pipelines.columns import (
+    BLANK,
+    CONTENT_HASH,
+    DROPPED,
+    REASON,
+    RESCUED,
+    RULES,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    col,
+)
 from pipelines.datasets import Dataset
 from pipelines.errors import (
     LakeshardError,
@@ -103,6 +113,11 @@ class LeaseOptions:
     ttl_s: float = leases.DEFAULT_TTL_S  # how long a claim lives without a heartbeat
 
 
+# The work of one command, done while the run holds the dataset's lease: (summary, lease,
+# the planned schema evolution) -> None, filling in the summary.
+Work = Callable[[Summary, leases.Lease, "evolution.Evolution | None"], None]
+
+
 def run_ingest(
     spark: SparkSession,
     settings: Settings,
@@ -111,6 +126,25 @@ def run_ingest(
     lease_options: LeaseOptions | None = None,
 ) -> Summary:
     """Ingest ``sources`` into ``dataset``'s table; record the run whether it succeeds or not."""
+
+    def work(summary: Summary, held: leases.Lease, change: evolution.Evolution | None) -> None:
+        _ingest(spark, settings, dataset, sources, summary, held, change)
+
+    return run_recorded(spark, settings, dataset, "ingest", sources, lease_options, work)
+
+
+def run_recorded(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    command: str,
+    sources: list[str],
+    lease_options: LeaseOptions | None,
+    work: Work,
+) -> Summary:
+    """Run a command that writes ``dataset``'s tables: check its rules, take the lease, refuse
+    an incompatible schema before writing anything, log the run as ``running``, do the work,
+    and log its outcome whatever happens."""
     options = lease_options or LeaseOptions()
     run_id = new_run_id()
     summary = Summary(
@@ -121,19 +155,26 @@ def run_ingest(
         table_version=None,
         quarantine=settings.quarantine_uri(dataset.name),
     )
+    rules.check_rules(spark, dataset)
     with leases.held(
         settings.lease_uri(dataset.name), run_id, options.ttl_s, options.wait_s
     ) as held:
+        # Refused before anything is written: an incompatible schema version (exit 3).
+        change = planned_evolution(spark, settings, dataset)
         _ensure_tables(spark, settings, dataset)
         if held.previous is not None:  # a claim left by a run that died: close its records
             _close_abandoned_runs(spark, settings, dataset, held)
         started = datetime.now(UTC)
         log = settings.runs_uri(dataset.name)
-        lake.record_run(spark, log, _run_record(dataset, sources, summary, started, None))
-        progress(f"run {run_id} holds the lease on {dataset.name}")
+
+        def record(error: str | None) -> dict[str, Any]:
+            return _run_record(dataset, command, sources, summary, started, error)
+
+        lake.record_run(spark, log, record(None))
+        progress(f"run {run_id} ({command}) holds the lease on {dataset.name}")
         error: str | None = None
         try:
-            _ingest(spark, settings, dataset, sources, summary, held)
+            work(summary, held, change)
             summary.status = "succeeded"
         except LakeshardError as exc:
             summary.status, error = "failed", exc.message
@@ -148,17 +189,66 @@ def run_ingest(
         finally:
             print(f"lakeshard: recording run {run_id} as {summary.status}", file=sys.stderr)
             try:
-                record = _run_record(dataset, sources, summary, started, error)
-                lake.record_run(spark, log, record)
+                lake.record_run(spark, log, record(error))
             except Exception as exc:  # the run's own outcome matters more than its log line
                 progress(f"warning: could not write the run log: {describe(exc)}")
     return summary
 
 
+def planned_evolution(
+    spark: SparkSession, settings: Settings, dataset: Dataset
+) -> evolution.Evolution | None:
+    """How the existing table must change to take the current schema version (None: no table)."""
+    uri = settings.table_uri(dataset.name)
+    if not lake.table_exists(spark, uri):
+        return None
+    plan = evolution.plan(dataset, lake.schema_of(spark, uri), lake.properties(spark, uri))
+    if plan.needed:
+        shown = "; ".join(c.describe() for c in plan.changes)
+        progress(f"schema: the table holds {plan.table_label}; {dataset.schema.label}: {shown}")
+    return plan
+
+
+def _prepare_table(
+    spark: SparkSession, uri: str, dataset: Dataset, plan: evolution.Evolution | None
+) -> bool:
+    """Apply the evolution's metadata commits and the rules' CHECK constraints, just before
+    the data commit; True when that commit must merge the schema (new columns, wider types)."""
+    merge = False
+    if plan is not None:
+        for statement in plan.statements:
+            progress(f"schema: ALTER TABLE … {statement}")
+            lake.alter(spark, uri, statement)
+        for statement in plan.try_statements:
+            try:
+                lake.alter(spark, uri, statement)
+            except Exception as exc:
+                progress(
+                    f"warning: could not {statement} ({describe(exc)}); earlier rows break it, "
+                    "so lakeshard alone keeps refusing nulls there"
+                )
+        merge = plan.merge
+    present = lake.properties(spark, uri)
+    drop, add = rules.constraint_changes(present, rules.wanted_constraints(dataset))
+    for name in drop:
+        lake.alter(spark, uri, f"DROP CONSTRAINT IF EXISTS `{name}`")
+    for name, expr in add.items():
+        try:
+            lake.alter(spark, uri, f"ADD CONSTRAINT `{name}` CHECK ({expr})")
+        except Exception as exc:
+            progress(
+                f"warning: constraint {name} not added: rows already in the table break it "
+                f"({describe(exc)}); new rows are still checked by the rule"
+            )
+    if dataset.on_drift == "rescue" and RESCUED not in lake.schema_of(spark, uri).names:
+        merge = True
+    return merge
+
+
 def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) -> None:
     name = dataset.name
     tables = [
-        (settings.table_uri(name), validate.table_schema(dataset.schema), "dataset"),
+        (settings.table_uri(name), validate.table_schema(dataset), "dataset"),
         (settings.quarantine_uri(name), validate.QUARANTINE_SCHEMA, "quarantine of"),
         (settings.ledger_uri(name), ledger.SCHEMA, "file ledger of"),
         (settings.runs_uri(name), lake.RUNS_SCHEMA, "run log of"),
@@ -166,6 +256,8 @@ def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) ->
     for uri, schema, what in tables:
         partitions = dataset.partition_by if what == "dataset" else ()
         lake.ensure_table(spark, uri, schema, partitions, description=f"lakeshard {what} {name}")
+    # Quarantines made by an earlier lakeshard lack the newer (nullable) columns.
+    lake.ensure_columns(spark, settings.quarantine_uri(name), validate.QUARANTINE_SCHEMA)
 
 
 def _close_abandoned_runs(
@@ -214,6 +306,7 @@ def _ingest(
     sources: list[str],
     out: Summary,
     held: leases.Lease,
+    change: evolution.Evolution | None,
 ) -> None:
     t0 = time.monotonic()
     context = spark.sparkContext
@@ -245,7 +338,8 @@ def _ingest(
         f"{plan.duplicates} duplicate file(s) skipped, {len(plan.rejected)} rejected"
     )
     if plan.take:
-        _ingest_rows(spark, dataset, [f.uri for f in plan.take], plan.layouts, out, held, t0)
+        uris = [f.uri for f in plan.take]
+        _ingest_rows(spark, dataset, uris, plan.layouts, out, held, change, t0)
     held.check()
     progress(f"ledger: recording {len(plan.entries)} file(s)")
     ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
@@ -263,26 +357,25 @@ def _ingest_rows(
     layouts: Mapping[str, reading.Layout],
     out: Summary,
     held: leases.Lease,
+    change: evolution.Evolution | None,
     t0: float,
 ) -> None:
     now = F.lit(datetime.now(UTC))
     records = (
         reading.read_raw(spark, dataset, uris, layouts)
         .transform(lambda df: validate.with_typed_values(df, dataset))
+        .transform(lambda df: validate.with_rules(df, dataset))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        counts = _checked(
-            lambda: (
-                records.filter(~col(BLANK))
-                .agg(F.count(F.lit(1)).alias("read"), F.count(col(REASON)).alias("bad"))
-                .collect()[0]  # a global aggregate always has exactly one row
-            )
-        )
+        counts = _checked(lambda: _first_counts(records, dataset))
         out.rows_read, bad = int(counts["read"]), int(counts["bad"])
+        dropped = int(counts["dropped"])
+        _report_checks(records, dataset, counts, out)
         progress(
-            f"read {out.rows_read:,} records ({bad:,} refused) in {time.monotonic() - t0:.1f}s"
+            f"read {out.rows_read:,} records ({bad:,} refused, {dropped:,} dropped by rules) "
+            f"in {time.monotonic() - t0:.1f}s"
         )
 
         quarantined = 0
@@ -297,49 +390,125 @@ def _ingest_rows(
             quarantined = _checked(lambda: lake.append(fresh, out.quarantine, out.run_id)).rows
             progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
         out.rows_quarantined = quarantined
+        out.rows_dropped = dropped
 
-        valid = records.filter(col(REASON).isNull() & ~col(BLANK))
-        # The plan is made on the hashes alone (a narrow shuffle): how many rows repeat inside
-        # the batch and how many are already in the table. Only then are the rows themselves
-        # read once more, from the cache, to be written.
-        copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            plan = _checked(
-                lambda: copies.agg(
-                    F.count(F.lit(1)).alias("distinct"),
-                    F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
-                ).collect()[0]
-            )
-            existing = lake.read_if_data(spark, out.table)
-            known = (
-                0
-                if existing is None
-                else _checked(copies.join(existing, on=CONTENT_HASH, how="left_semi").count)
-            )
-            pending = int(plan["distinct"]) - known
-            progress(f"{pending:,} new rows after dedup at {time.monotonic() - t0:.1f}s")
-            # Few repeated hashes (the usual case): broadcast them, shuffle only their rows.
-            repeated = copies.filter(col("_copies") > 1).select(CONTENT_HASH)
-            small = repeated if plan["repeated"] <= BROADCAST_REPEATED_MAX else None
-            new_rows = (
-                valid.transform(lambda df: validate.first_of_each_hash(df, small))
-                .transform(lambda df: validate.not_in(df, existing, CONTENT_HASH))
-                .transform(lambda df: validate.table_rows(df, dataset.schema, out.run_id, now))
-            )
-            # Duplicates: valid rows repeated in the batch or already in the table, and refused
-            # rows already in the quarantine.
-            out.rows_duplicate = (out.rows_read - bad - pending) + (bad - quarantined)
-            if pending:
-                held.check()
-                progress(f"writing {pending:,} new rows to {out.table}")
-                notes = {key: getattr(out, key) for key in RUN_COUNTS}
-                commit = _checked(lambda: lake.append(new_rows, out.table, out.run_id, notes))
-                # From the Delta commit itself: accounting checks it wrote exactly the plan.
-                out.rows_written = commit.rows
-        finally:
-            copies.unpersist()
+        valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
+        _write_new_rows(spark, dataset, valid, bad, out, held, change, now, t0)
     finally:
         records.unpersist()
+
+
+def _first_counts(records: DataFrame, dataset: Dataset) -> Row:
+    """One pass over the batch: records, refused, dropped, drift, and each rule's violations."""
+    present = records.filter(~col(BLANK))
+    rule_counts = [
+        F.count(F.when(F.array_contains(col(RULES), rule.name), True)).alias(f"rule_{index}")
+        for index, rule in enumerate(dataset.rules)
+    ]
+    return present.agg(  # a global aggregate always has exactly one row
+        F.count(F.lit(1)).alias("read"),
+        F.count(col(REASON)).alias("bad"),
+        F.count(F.when(col(DROPPED), True)).alias("dropped"),
+        F.count(F.when(col(validate.DRIFT), True)).alias("drift"),
+        F.count(F.when(col(validate.IGNORED), True)).alias("ignored"),
+        *rule_counts,
+    ).collect()[0]
+
+
+def _report_checks(records: DataFrame, dataset: Dataset, counts: Row, out: Summary) -> None:
+    """Per-rule and drift counts into the summary; stop (exit 3) on a ``fail`` rule or drift
+    under ``on_drift: fail``, naming the first offending record, before anything is written."""
+    violations = {rule.name: int(counts[f"rule_{i}"]) for i, rule in enumerate(dataset.rules)}
+    out.extra["rules"] = violations
+    out.extra["drift"] = {
+        "mode": dataset.on_drift,
+        "rows": int(counts["drift"]),
+        "ignored_fields_rows": int(counts["ignored"]),
+    }
+    for rule in dataset.rules:
+        if violations[rule.name]:
+            progress(f"rule {rule.name} ({rule.on_violation}): {violations[rule.name]:,} row(s)")
+    failing = [r for r in dataset.rules if r.on_violation == "fail" and violations[r.name]]
+    if failing:
+        rule = failing[0]
+        where = _first_located(records, F.array_contains(col(RULES), rule.name))
+        raise PolicyError(
+            f"{dataset.declaration}: {rule.key}: rule {rule.name} (on_violation: fail) failed "
+            f"for {violations[rule.name]:,} row(s), first {where}; nothing was written"
+        )
+    if dataset.on_drift == "fail" and counts["drift"]:
+        where = _first_located(records, col(validate.DRIFT))
+        raise PolicyError(
+            f"schema drift (on_drift: fail) in {int(counts['drift']):,} row(s), first {where}; "
+            "nothing was written"
+        )
+
+
+def _first_located(records: DataFrame, condition: Column) -> str:
+    """Where the first record meeting ``condition`` is: file, row, and why it was refused."""
+    located = records.transform(lambda df: validate.located_rows(df, condition))
+    row = located.orderBy(SOURCE_FILE, SOURCE_ROW).select(SOURCE_FILE, SOURCE_ROW, REASON).first()
+    if row is None:
+        return ""
+    return f"in {row[0]} row {row[1]}" + (f" ({row[2]})" if row[2] else "")
+
+
+def _write_new_rows(
+    spark: SparkSession,
+    dataset: Dataset,
+    valid: DataFrame,
+    bad: int,
+    out: Summary,
+    held: leases.Lease,
+    change: evolution.Evolution | None,
+    now: Column,
+    t0: float,
+) -> None:
+    """Drop duplicates (in the batch, against the table), append the rest in one commit."""
+    # The plan is made on the hashes alone (a narrow shuffle): how many rows repeat inside
+    # the batch and how many are already in the table. Only then are the rows themselves
+    # read once more, from the cache, to be written.
+    copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        plan = _checked(
+            lambda: copies.agg(
+                F.count(F.lit(1)).alias("distinct"),
+                F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
+            ).collect()[0]
+        )
+        existing = lake.read_if_data(spark, out.table)
+        known = (
+            0
+            if existing is None
+            else _checked(copies.join(existing, on=CONTENT_HASH, how="left_semi").count)
+        )
+        pending = int(plan["distinct"]) - known
+        progress(f"{pending:,} new rows after dedup at {time.monotonic() - t0:.1f}s")
+        # Duplicates: valid rows repeated in the batch or already in the table, and refused
+        # rows already in the quarantine.
+        valid_rows = out.rows_read - bad - out.rows_dropped
+        out.rows_duplicate = (valid_rows - pending) + (bad - out.rows_quarantined)
+        # Few repeated hashes (the usual case): broadcast them, shuffle only their rows.
+        repeated = copies.filter(col("_copies") > 1).select(CONTENT_HASH)
+        small = repeated if plan["repeated"] <= BROADCAST_REPEATED_MAX else None
+        new_rows = (
+            valid.transform(lambda df: validate.first_of_each_hash(df, small))
+            .transform(lambda df: validate.not_in(df, existing, CONTENT_HASH))
+            .transform(lambda df: validate.table_rows(df, dataset, out.run_id, now))
+        )
+        if pending:
+            held.check()
+            merge = _prepare_table(spark, out.table, dataset, change)
+            progress(f"writing {pending:,} new rows to {out.table}")
+            notes: dict[str, Any] = {key: getattr(out, key) for key in RUN_COUNTS}
+            notes["schema_version"] = dataset.schema.version
+            commit = _checked(
+                lambda: lake.append(new_rows, out.table, out.run_id, notes, merge_schema=merge)
+            )
+            # From the Delta commit itself: accounting checks it wrote exactly the plan.
+            out.rows_written = commit.rows
+    finally:
+        copies.unpersist()
 
 
 def _checked(action: Callable[[], R]) -> R:
@@ -363,6 +532,7 @@ def _csv_header_problem(text: str) -> str:
 
 def _run_record(
     dataset: Dataset,
+    command: str,
     sources: list[str],
     summary: Summary,
     started: datetime,
@@ -371,7 +541,7 @@ def _run_record(
     running = summary.status == "running"
     return {
         "run_id": summary.run_id,
-        "command": "ingest",
+        "command": command,
         "dataset": dataset.name,
         "status": summary.status,
         "started_at": started,
@@ -385,4 +555,6 @@ def _run_record(
         **{key: getattr(summary, key) for key in ("rows_written", *RUN_COUNTS)},
         "error": error,
         "lakeshard_version": __version__,
+        # Per-rule violation counts and drift counts (JSON; see README "Row rules").
+        "details": {k: summary.extra[k] for k in ("rules", "drift") if k in summary.extra} or None,
     }

@@ -96,18 +96,52 @@ def ensure_table(
     builder.execute()
 
 
-def append(frame: DataFrame, uri: str, run_id: str, notes: dict[str, Any] | None = None) -> Commit:
+def append(
+    frame: DataFrame,
+    uri: str,
+    run_id: str,
+    notes: dict[str, Any] | None = None,
+    merge_schema: bool = False,
+) -> Commit:
     """Append in one commit tagged with the run id (and ``notes``, kept in the same commit's
-    userMetadata as JSON); report the version and rows it wrote."""
+    userMetadata as JSON); report the version and rows it wrote. ``merge_schema`` lets the
+    commit add the frame's new columns and widen types (schema evolution, same commit)."""
     metadata = json.dumps({"run_id": run_id, **(notes or {})}, sort_keys=True)
-    (
+    writer = (
         frame.write.format("delta")
         .mode("append")
         .option("userMetadata", metadata)
         .option("compression", "zstd")
-        .save(uri)
     )
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(uri)
     return commit_of(frame.sparkSession, uri, run_id)
+
+
+def alter(spark: SparkSession, uri: str, statement: str) -> None:
+    """``ALTER TABLE <uri> <statement>``: one metadata-only commit."""
+    location = _location(uri).replace("`", "``")
+    spark.sql(f"ALTER TABLE delta.`{location}` {statement}")
+
+
+def properties(spark: SparkSession, uri: str) -> dict[str, str]:
+    """The table's properties (constraints among them, as ``delta.constraints.<name>``)."""
+    row = DeltaTable.forPath(spark, uri).detail().select("properties").first()
+    return dict(row["properties"] or {}) if row else {}
+
+
+def schema_of(spark: SparkSession, uri: str) -> T.StructType:
+    return DeltaTable.forPath(spark, uri).toDF().schema
+
+
+def ensure_columns(spark: SparkSession, uri: str, schema: T.StructType) -> None:
+    """Add the nullable columns of ``schema`` a table made by an earlier lakeshard lacks."""
+    present = set(schema_of(spark, uri).fieldNames())
+    missing = [f for f in schema.fields if f.name not in present and f.nullable]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        alter(spark, uri, f"ADD COLUMNS ({columns})")
 
 
 def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Commit:

@@ -2,7 +2,9 @@
 
 Every format yields the same columns: ``__v0 .. __vN`` (the declared columns as found in the
 file: text for CSV and JSON lines, the file's own type for Parquet), ``_raw`` (the record as
-text), ``_malformed`` (why the record could not be split into fields, else null),
+text), ``_extra`` (the record's undeclared fields as a JSON object, else null), ``_fields``
+(CSV: the names of the fields in ``_raw``), ``_malformed`` (why the record could not be split
+into fields, else null),
 ``_source_file``, and the locator columns ``_split_start``, ``_mono``, ``_row_index`` from which
 :func:`pipelines.validate.with_source_rows` derives each record's row number in its file.
 
@@ -13,8 +15,9 @@ limit), so decoding here never has to guess or replace characters.
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
@@ -26,6 +29,8 @@ from pyspark.sql import types as T
 
 from pipelines.columns import (
     BLANK,
+    EXTRA,
+    FIELDS,
     MALFORMED,
     MONO,
     RAW,
@@ -38,6 +43,8 @@ from pipelines.columns import (
 from pipelines.datasets import Dataset
 
 CORRUPT = "_corrupt_record"
+# Columns passed through untouched when present (a replay carries each record's quarantine key).
+CARRIED = ("_quarantine_key",)
 # Spark turns unquoted empty CSV fields into null whatever nullValue is; with this nullValue
 # nothing else is, so the dataset's null_values list is applied by lakeshard alone.
 _NO_NULL_TOKEN = "\u0000"  # noqa: S105 - not a password
@@ -71,6 +78,7 @@ class Layout:
 
     charset: str
     line_sep: str | None  # the file's first line break; None when its head holds none
+    first_line: str | None = None  # the file's first line (a CSV header), when its head holds it
 
 
 def layout_of(head: bytes, encoding: str) -> Layout:
@@ -87,7 +95,9 @@ def layout_of(head: bytes, encoding: str) -> Layout:
     text = head.decode(_PYTHON_CODECS.get(charset, charset), errors="ignore")
     found = _LINE_BREAK.search(text)
     ambiguous = found is not None and found.group() == "\r" and found.end() == len(text)
-    return Layout(charset, None if found is None or ambiguous else found.group())
+    if found is None or ambiguous:
+        return Layout(charset, None)
+    return Layout(charset, found.group(), text[: found.start()].removeprefix("\ufeff"))
 
 
 def _head(spark: SparkSession, uri: str) -> bytes:
@@ -140,6 +150,8 @@ def read_raw(
         frame = _read_parquet(spark, dataset, files)
     if BLANK not in frame.columns:
         frame = frame.withColumn(BLANK, F.lit(False))
+    if FIELDS not in frame.columns:
+        frame = frame.withColumn(FIELDS, F.lit(None).cast("array<string>"))
     return frame
 
 
@@ -159,6 +171,33 @@ def _read_csv(
     return reduce(DataFrame.unionByName, frames)
 
 
+def header_names(dataset: Dataset, layout: Layout) -> list[str]:
+    """The column names of a CSV file: its header's (when it has one that parses), else the
+    declared ones. Files are read by their own header, so columns may come in any order and
+    undeclared ones are seen (schema drift) rather than refused as a whole file."""
+    opts = dataset.csv
+    declared = list(dataset.schema.names)
+    if not opts.header or layout.first_line is None:
+        return declared
+    try:
+        rows = list(
+            csv.reader(
+                [layout.first_line],
+                delimiter=opts.delimiter,
+                quotechar=opts.quote,
+                doublequote=opts.escape == opts.quote,
+                escapechar=None if opts.escape == opts.quote else opts.escape,
+                strict=True,
+            )
+        )
+    except csv.Error:
+        return declared
+    names = rows[0] if len(rows) == 1 else []
+    if not names or len(set(names)) != len(names) or any(n == "" for n in names):
+        return declared  # Spark's own header check then reports the mismatch
+    return names
+
+
 def _read_csv_files(
     spark: SparkSession, dataset: Dataset, layout: Layout, files: list[str]
 ) -> DataFrame:
@@ -167,7 +206,9 @@ def _read_csv_files(
     # byte there too; the delimiter and friends spelled the same way) and mapped after parsing.
     cp1252 = layout.charset == "windows-1252"
     spelled = _latin1_spelling if cp1252 else str
-    names = [spelled(n) for n in dataset.schema.names]
+    found = header_names(dataset, layout)
+    names = [spelled(n) for n in found]
+    by_name = dict(zip(found, names, strict=True))
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
@@ -196,7 +237,18 @@ def _read_csv_files(
     def text(value: Column) -> Column:
         return F.translate(value, _CP1252_FROM, _CP1252_TO) if cp1252 else value
 
-    values = [text(col(n)).alias(value_col(i)) for i, n in enumerate(names)]
+    values = [
+        (text(col(by_name[n])) if n in by_name else F.lit(None).cast("string")).alias(value_col(i))
+        for i, n in enumerate(dataset.schema.names)
+    ]
+    undeclared = [n for n in found if n not in dataset.schema.names]
+    extra = (
+        F.to_json(
+            F.create_map(*[part for n in undeclared for part in (F.lit(n), text(col(by_name[n])))])
+        )
+        if undeclared
+        else F.lit(None).cast("string")
+    )
     reencoded = F.to_csv(
         F.struct(*[col(n) for n in names]),
         {
@@ -208,6 +260,8 @@ def _read_csv_files(
     return frame.select(
         *values,
         text(F.coalesce(col(CORRUPT), reencoded)).alias(RAW),
+        F.when(col(CORRUPT).isNull(), extra).alias(EXTRA),
+        F.lit(found).alias(FIELDS),
         F.when(
             col(CORRUPT).isNotNull(),
             F.lit(f"malformed CSV record: expected {len(names)} fields"),
@@ -241,11 +295,15 @@ def _read_json_lines(
 def _read_json_files(
     spark: SparkSession, dataset: Dataset, charset: str, files: list[str]
 ) -> DataFrame:
-    names = dataset.schema.names
+    return json_records(_lines(spark, charset, files), dataset.schema.names)
+
+
+def json_records(lines: DataFrame, names: Sequence[str]) -> DataFrame:
+    """The uniform raw frame of JSON-lines records, from a frame of their lines (``value``),
+    the locators and ``_cut`` (see :func:`_lines`)."""
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
-    lines = _lines(spark, charset, files)
     line = F.col("value")
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **STRICT_JSON}
     parsed = F.from_json(line, text_schema, options)
@@ -259,6 +317,14 @@ def _read_json_files(
     )
     keys = F.json_object_keys(line)
     repeated = F.filter(keys, lambda key, i: F.array_position(keys, key) != i + 1)
+    declared = [F.lit(n) for n in names]
+    undeclared = F.filter(keys, lambda key: ~key.isin(*declared))
+    # Undeclared fields keep their JSON types (variant), read only for records that have some.
+    fields = F.from_json(line, "map<string,variant>")
+    extra = F.when(
+        F.size(undeclared) > 0,
+        F.to_json(F.map_filter(fields, lambda key, _: ~key.isin(*declared))),
+    )
     malformed = (
         F.when(F.col("_cut"), F.lit("malformed UTF-16 line: a line break inside a character"))
         .when(~is_object, F.lit("not a JSON object"))
@@ -276,6 +342,8 @@ def _read_json_files(
     return lines.select(
         *[parsed.getField(n).alias(value_col(i)) for i, n in enumerate(names)],
         line.alias(RAW),
+        F.when(malformed.isNull(), extra).alias(EXTRA),
+        F.lit(None).cast("array<string>").alias(FIELDS),
         malformed.alias(MALFORMED),
         SOURCE_FILE,
         SPLIT_START,
@@ -283,6 +351,7 @@ def _read_json_files(
         F.lit(None).cast("long").alias(ROW_IN_FILE),
         # Blank lines hold no record: they keep their place in the line count, then go.
         (F.trim(line) == "").alias(BLANK),
+        *[c for c in CARRIED if c in lines.columns],
     )
 
 
@@ -317,17 +386,82 @@ def _lines(spark: SparkSession, charset: str, files: list[str]) -> DataFrame:
     return lines.select(text.alias("value"), SOURCE_FILE, SPLIT_START, MONO, cut.alias("_cut"))
 
 
+def csv_records(quarantined: DataFrame, dataset: Dataset) -> DataFrame:
+    """The uniform raw frame of CSV records kept in the quarantine (``_raw`` holds the record
+    as CSV text, ``_fields`` its file's column names), for a replay; locators as given."""
+    opts = dataset.csv
+    options = {
+        "sep": opts.delimiter,
+        "quote": opts.quote,
+        "escape": opts.escape,
+        "nullValue": _NO_NULL_TOKEN,
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": CORRUPT,
+    }
+    groups = [row[0] for row in quarantined.select(FIELDS).distinct().collect()]
+    frames = []
+    for names in groups:
+        fields = list(names) if names else list(dataset.schema.names)
+        schema = T.StructType(
+            [T.StructField(n, T.StringType()) for n in fields]
+            + [T.StructField(CORRUPT, T.StringType())]
+        )
+        rows = quarantined.filter(
+            col(FIELDS).isNull() if names is None else col(FIELDS) == F.lit(fields)
+        )
+        parsed = F.from_csv(col(RAW), schema.simpleString(), options)
+        undeclared = [n for n in fields if n not in dataset.schema.names]
+        extra = (
+            F.to_json(
+                F.create_map(*[p for n in undeclared for p in (F.lit(n), parsed.getField(n))])
+            )
+            if undeclared
+            else F.lit(None).cast("string")
+        )
+        values = [
+            (parsed.getField(n) if n in fields else F.lit(None).cast("string")).alias(value_col(i))
+            for i, n in enumerate(dataset.schema.names)
+        ]
+        corrupt = parsed.getField(CORRUPT).isNotNull()
+        frames.append(
+            rows.select(
+                *values,
+                col(RAW),
+                F.when(~corrupt, extra).alias(EXTRA),
+                F.lit(fields).alias(FIELDS),
+                F.when(
+                    corrupt, F.lit(f"malformed CSV record: expected {len(fields)} fields")
+                ).alias(MALFORMED),
+                SOURCE_FILE,
+                SPLIT_START,
+                MONO,
+                F.lit(None).cast("long").alias(ROW_IN_FILE),
+                F.lit(False).alias(BLANK),
+                *[c for c in CARRIED if c in rows.columns],
+            )
+        )
+    return reduce(DataFrame.unionByName, frames)
+
+
 def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
-    frame = spark.read.format("parquet").load(files)
+    # Every file's columns (merged): a column only some files have is seen, never lost.
+    frame = spark.read.format("parquet").option("mergeSchema", "true").load(files)
     present = {f.name.lower(): f.name for f in frame.schema.fields}
     values = []
     for i, column in enumerate(dataset.schema.columns):
         found = present.get(column.name.lower())
         values.append((col(found) if found else F.lit(None).cast(column.dtype)).alias(value_col(i)))
+    declared = {n.lower() for n in dataset.schema.names}
+    undeclared = [f.name for f in frame.schema.fields if f.name.lower() not in declared]
+    # to_json leaves null fields out: a record without values there has no undeclared field.
+    extra = F.to_json(F.struct(*[col(n) for n in undeclared])) if undeclared else None
     raw = F.to_json(F.struct(*[col(f.name) for f in frame.schema.fields]))
     return frame.select(
         *values,
         raw.alias(RAW),
+        (F.when(extra != "{}", extra) if extra is not None else F.lit(None).cast("string")).alias(
+            EXTRA
+        ),
         F.lit(None).cast("string").alias(MALFORMED),
         *_locators(),
         F.col("_metadata.row_index").alias(ROW_IN_FILE),

@@ -19,12 +19,17 @@ from pipelines import hashing
 from pipelines.columns import (
     BLANK,
     CONTENT_HASH,
+    DROPPED,
+    EXTRA,
+    FIELDS,
     INGESTED_AT,
     MALFORMED,
     MONO,
     RAW,
     REASON,
+    RESCUED,
     ROW_IN_FILE,
+    RULES,
     RUN_ID,
     SOURCE_FILE,
     SOURCE_ROW,
@@ -33,9 +38,13 @@ from pipelines.columns import (
     value_col,
 )
 from pipelines.datasets import Dataset, SchemaVersion
-from pipelines.reading import STRICT_JSON
+from pipelines.reading import CARRIED, STRICT_JSON
 
 QUARANTINE_KEY = "_quarantine_key"
+DRIFT = "_drift"  # the record has undeclared fields or a value of another type
+IGNORED = "_ignored"  # on_drift: ignore — the record's undeclared fields were dropped
+REPLAYED_BY = "_replayed_by"  # the replay run that moved a quarantined record to the table
+REPLAYED_AT = "_replayed_at"
 _SHOWN_CHARS = 60  # how much of a bad value a reason quotes
 # A partition value becomes a directory name, `column=value`, with these characters escaped as
 # %XX (Spark's Hive-style escaping); most file systems allow at most 255 bytes in a name.
@@ -58,15 +67,32 @@ def _cast_from_source(source: Column, source_type: T.DataType, target: T.DataTyp
 
 
 def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
-    """Typed values ``__t<i>``, ``_reason`` (null for a valid record) and the locators.
+    """Typed values ``__t<i>``, ``_reason`` (null for a valid record), drift, and the locators.
 
-    The raw source values are dropped here, and the raw record is kept for refused records
-    only: the frame that a run keeps in memory stays as narrow as the table.
+    Schema drift (undeclared fields, values of another type) is handled by ``on_drift``:
+    ``quarantine`` refuses the record, ``rescue`` keeps what does not fit in ``_rescued``,
+    ``ignore`` drops undeclared fields (a value of another type is still refused: it cannot
+    be dropped without losing it), ``fail`` flags it (``_drift``) for the run to stop on.
+
+    The raw source values are dropped here (the raw record goes in :func:`with_rules`).
     """
     schema = dataset.schema
+    mode = dataset.on_drift
     null_tokens = list(dataset.csv.null_values) if dataset.format == "csv" else []
     typed: list[Column] = []
     problems: list[Column] = []
+    unfit: list[Column] = []  # (name, source text) entries for values that do not fit
+    extra = col(EXTRA)
+    if mode != "rescue" and mode != "ignore":
+        problems.append(
+            F.when(
+                extra.isNotNull(),
+                F.concat(
+                    F.lit("undeclared field(s): "),
+                    F.substring(F.array_join(F.json_object_keys(extra), ", "), 1, _SHOWN_CHARS),
+                ),
+            )
+        )
     for i, column in enumerate(schema.columns):
         source = col(value_col(i))
         source_type = frame.schema[value_col(i)].dataType
@@ -76,9 +102,11 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
         typed.append(value.alias(typed_col(i)))
         does_not_fit = source.isNotNull() & value.isNull()
         shown = F.substring(source.cast("string"), 1, _SHOWN_CHARS)
+        unfit.append(F.when(does_not_fit, F.struct(F.lit(column.name), source.cast("string"))))
+        rescued_here = mode == "rescue" and column.nullable
         problems.append(
             F.when(
-                does_not_fit,
+                does_not_fit & F.lit(not rescued_here),
                 F.concat(
                     F.lit(f"column {column.name}: cannot read '"),
                     shown,
@@ -95,15 +123,84 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
             problems.append(_partition_value_problem(column.name, value))
     joined = F.concat_ws("; ", *problems)
     reason = F.coalesce(col(MALFORMED), F.when(joined != "", joined))
+    unfit_entries = F.filter(F.array(*unfit), lambda entry: entry.isNotNull())
+    drift = extra.isNotNull() | (F.size(unfit_entries) > 0)
+    extras: list[Column] = []
+    if mode == "rescue":
+        rescued = F.to_json(
+            F.struct(
+                F.parse_json(extra).alias("fields"),
+                F.when(F.size(unfit_entries) > 0, F.map_from_entries(unfit_entries)).alias(
+                    "values"
+                ),
+                col(SOURCE_FILE).alias("file"),
+            )
+        )
+        extras.append(F.when(reason.isNull() & drift, rescued).alias(RESCUED))
     return frame.select(
         *typed,
         reason.alias(REASON),
-        F.when(reason.isNotNull(), col(RAW)).alias(RAW),
+        RAW,
+        FIELDS,
+        F.coalesce(col(MALFORMED).isNull() & drift, F.lit(False)).alias(DRIFT),
+        F.coalesce(F.lit(mode == "ignore") & extra.isNotNull(), F.lit(False)).alias(IGNORED),
+        *extras,
         SOURCE_FILE,
         SPLIT_START,
         MONO,
         ROW_IN_FILE,
         BLANK,
+        *[c for c in CARRIED if c in frame.columns],
+    )
+
+
+def with_rules(frame: DataFrame, dataset: Dataset) -> DataFrame:
+    """Evaluate the dataset's row rules on valid records: ``_rules`` (the names of the rules a
+    record failed, else null), ``_dropped``, and ``_reason`` for ``quarantine``/``fail`` rules.
+
+    A rule passes only when its expression is true: false and null both fail it (a rule on a
+    missing value is not silently passed). Precedence: quarantine (or fail) over drop over warn.
+    The raw record is kept for refused records only: the frame that a run keeps in memory
+    stays as narrow as the table.
+    """
+    if not dataset.rules:
+        return _raw_of_refused(
+            frame.withColumn(RULES, F.lit(None).cast("array<string>")).withColumn(
+                DROPPED, F.lit(False)
+            )
+        )
+    names = [col(typed_col(i)).alias(c.name) for i, c in enumerate(dataset.schema.columns)]
+    evaluated = col(REASON).isNull() & ~col(BLANK)
+
+    def failing(kinds: tuple[str, ...]) -> Column:
+        checks = [
+            F.when(~F.coalesce(F.expr(r.expr).cast("boolean"), F.lit(False)), F.lit(r.name))
+            for r in dataset.rules
+            if r.on_violation in kinds
+        ]
+        found = F.array_compact(F.array(*checks)) if checks else F.array().cast("array<string>")
+        return F.when(evaluated, found)
+
+    every = failing(("quarantine", "fail", "drop", "warn"))
+    refusing = failing(("quarantine", "fail"))
+    dropping = failing(("drop",))
+    reason = F.when(
+        F.size(refusing) > 0, F.concat(F.lit("failed rule(s): "), F.array_join(refusing, ", "))
+    )
+    checked = frame.select("*", *names)
+    ruled = checked.select(
+        *[col(c) for c in frame.columns if c != REASON],
+        F.coalesce(col(REASON), reason).alias(REASON),
+        F.when(F.size(every) > 0, every).alias(RULES),
+        F.coalesce((F.size(refusing) == 0) & (F.size(dropping) > 0), F.lit(False)).alias(DROPPED),
+    )
+    return _raw_of_refused(ruled)
+
+
+def _raw_of_refused(frame: DataFrame) -> DataFrame:
+    refused = col(REASON).isNotNull()
+    return frame.withColumn(RAW, F.when(refused, col(RAW))).withColumn(
+        FIELDS, F.when(refused, col(FIELDS))
     )
 
 
@@ -145,7 +242,7 @@ def _partition_value_problem(name: str, value: Column) -> Column:
 def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
     """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`."""
     record = F.struct(*[col(typed_col(i)).alias(c.name) for i, c in enumerate(schema.columns)])
-    valid = col(REASON).isNull() & ~col(BLANK)
+    valid = col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED)
     # The function's type hints make it a scalar Arrow UDF; pyspark's stubs do not see that.
     hash_udf = arrow_udf(_hash_records, T.BinaryType())  # type: ignore[call-overload]
     return frame.withColumn(CONTENT_HASH, F.when(valid, hash_udf(record)))
@@ -156,7 +253,13 @@ def _hash_records(records: pa.Array) -> pa.Array:
 
 
 def refused_with_source_rows(frame: DataFrame) -> DataFrame:
-    """The refused records, with ``_source_row``: their 1-based record number in their file.
+    """The refused records, with ``_source_row`` (see :func:`located_rows`)."""
+    return located_rows(frame, col(REASON).isNotNull())
+
+
+def located_rows(frame: DataFrame, condition: Column) -> DataFrame:
+    """The records meeting ``condition``, with ``_source_row``: their 1-based record number
+    in their file.
 
     A file may be read in several splits; within a split rows keep file order and consecutive
     ``monotonically_increasing_id`` values. So a row's number is the rows of the file's earlier
@@ -176,7 +279,7 @@ def refused_with_source_rows(frame: DataFrame) -> DataFrame:
         "_split_first",
         F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
     )
-    refused = frame.filter(col(REASON).isNotNull() & ~col(BLANK))
+    refused = frame.filter(condition & ~col(BLANK))
     located = refused.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
     counted = col("_rows_before") + (col(MONO) - col("_split_first")) + 1
     return located.withColumn(SOURCE_ROW, F.coalesce(col(ROW_IN_FILE) + 1, counted)).drop(
@@ -216,27 +319,32 @@ def not_in(rows: DataFrame, existing: DataFrame | None, key: str) -> DataFrame:
     return rows.join(existing.select(key), on=key, how="left_anti")
 
 
-def table_rows(frame: DataFrame, schema: SchemaVersion, run_id: str, now: Column) -> DataFrame:
+def table_rows(frame: DataFrame, dataset: Dataset, run_id: str, now: Column) -> DataFrame:
     """The table's columns, in order, with their declared types."""
+    schema = dataset.schema
     declared = [col(typed_col(i)).cast(c.dtype).alias(c.name) for i, c in enumerate(schema.columns)]
+    rescued = [col(RESCUED)] if dataset.on_drift == "rescue" else []
     return frame.select(
         *declared,
         col(CONTENT_HASH).cast("binary").alias(CONTENT_HASH),
         col(SOURCE_FILE).cast("string").alias(SOURCE_FILE),
         F.lit(run_id).alias(RUN_ID),
         now.cast("timestamp").alias(INGESTED_AT),
+        *rescued,
     )
 
 
-def table_schema(schema: SchemaVersion) -> T.StructType:
+def table_schema(dataset: Dataset) -> T.StructType:
     """The Delta table's schema: declared columns (nullability kept) plus bookkeeping."""
+    rescued = [T.StructField(RESCUED, T.StringType())] if dataset.on_drift == "rescue" else []
     return T.StructType(
         [
-            *schema.struct().fields,
+            *dataset.schema.struct().fields,
             T.StructField(CONTENT_HASH, T.BinaryType(), nullable=False),
             T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
             T.StructField(RUN_ID, T.StringType(), nullable=False),
             T.StructField(INGESTED_AT, T.TimestampType(), nullable=False),
+            *rescued,
         ]
     )
 
@@ -252,6 +360,10 @@ QUARANTINE_SCHEMA = T.StructType(
         T.StructField("_schema_version", T.IntegerType(), nullable=False),
         T.StructField(RUN_ID, T.StringType(), nullable=False),
         T.StructField("_quarantined_at", T.TimestampType(), nullable=False),
+        T.StructField(RULES, T.ArrayType(T.StringType()), nullable=True),
+        T.StructField(FIELDS, T.ArrayType(T.StringType()), nullable=True),
+        T.StructField(REPLAYED_BY, T.StringType(), nullable=True),
+        T.StructField(REPLAYED_AT, T.TimestampType(), nullable=True),
     ]
 )
 
@@ -281,6 +393,10 @@ def quarantine_rows(bad: DataFrame, dataset: Dataset, run_id: str, now: Column) 
         F.lit(dataset.schema.version).alias("_schema_version"),
         F.lit(run_id).alias(RUN_ID),
         now.cast("timestamp").alias("_quarantined_at"),
+        col(RULES),
+        col(FIELDS),
+        F.lit(None).cast("string").alias(REPLAYED_BY),
+        F.lit(None).cast("timestamp").alias(REPLAYED_AT),
     )
 
 

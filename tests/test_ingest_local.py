@@ -141,7 +141,7 @@ def test_table_schema_is_the_declared_one_with_bookkeeping(
 ) -> None:
     events = load_dataset(SCHEMAS, "events")
     table = spark.read.format("delta").load(two_runs["first"]["table"])
-    assert schema_fields(table.schema) == schema_fields(table_schema(events.schema))
+    assert schema_fields(table.schema) == schema_fields(table_schema(events))
     assert ("event_id", "bigint", False) in schema_fields(table.schema)
 
 

@@ -218,21 +218,28 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("encoding", "data", "charset", "line_sep"),
+    ("encoding", "data", "charset", "line_sep", "header"),
     [
-        ("utf-8", b"a,b\r\n1,2\r\n", "UTF-8", "\r\n"),
-        ("utf-8", gzip.compress(b"a,b\r1,2\r"), "UTF-8", "\r"),
-        ("utf-16", "a,b\n1,2\n".encode("utf-16-be").join([b"\xfe\xff", b""]), "UTF-16BE", "\n"),
-        ("latin-1", "é,b\n".encode("latin-1"), "ISO-8859-1", "\n"),
+        ("utf-8", b"a,b\r\n1,2\r\n", "UTF-8", "\r\n", "a,b"),
+        ("utf-8", gzip.compress(b"a,b\r1,2\r"), "UTF-8", "\r", "a,b"),
+        (
+            "utf-16",
+            "a,b\n1,2\n".encode("utf-16-be").join([b"\xfe\xff", b""]),
+            "UTF-16BE",
+            "\n",
+            "a,b",
+        ),
+        ("latin-1", "é,b\n".encode("latin-1"), "ISO-8859-1", "\n", "é,b"),
     ],
 )
 def test_the_checks_hand_the_reader_each_text_file_s_layout(
-    tmp_path: Path, encoding: str, data: bytes, charset: str, line_sep: str
+    tmp_path: Path, encoding: str, data: bytes, charset: str, line_sep: str, header: str
 ) -> None:
-    """The reader needs a file's charset and line break; the checks, reading it anyway, say."""
+    """The reader needs a file's charset, line break and header; the checks, reading it
+    anyway, say."""
     path = tmp_path / ("f.csv.gz" if data[:2] == b"\x1f\x8b" else "f.csv")
     path.write_bytes(data)
     rules = files.Rules("csv", encoding, Limits())
     inspection = files.inspect_file(f"file:{path}", rules, {})
     assert inspection.problem is None
-    assert inspection.layout == Layout(charset, line_sep)
+    assert inspection.layout == Layout(charset, line_sep, header)

@@ -1,0 +1,222 @@
+"""Quarantine tools: counts by reason and rule, and replay of records that now pass.
+
+A replay reads the quarantined records not yet replayed (optionally only those with a reason
+containing some text, or failed by a named rule), parses their raw text again and validates it
+against the *current* schema and rules, exactly as an ingest would. Records that now pass are
+appended to the table (deduplicated against it, in one commit); the replay then marks every
+record it resolved — written, duplicate, or dropped by a rule — with its run id
+(``_replayed_by``), so a second replay finds nothing to move. Records that still fail stay in
+the quarantine, unmarked.
+
+Exactly once, also across a crash: a replay that died after writing rows but before marking
+them leaves them unmarked; the next replay reads them again, finds their content hashes in the
+table and counts them as duplicates, then marks them.
+
+Accounting: a replay's ``rows_read`` are the records it took from the quarantine;
+``rows_written + rows_duplicate + rows_dropped`` of them leave the quarantine (``rows_released``)
+and ``rows_quarantined`` stay there. So, over all runs of a dataset, table rows = the sum of
+``rows_written``, and unreplayed quarantine rows = the sum of the ingests' ``rows_quarantined``
+minus the sum of the replays' ``rows_released``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines import lake, reading, validate
+from pipelines.columns import (
+    BLANK,
+    DROPPED,
+    FIELDS,
+    MALFORMED,
+    MONO,
+    RAW,
+    REASON,
+    RULES,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    SPLIT_START,
+    col,
+)
+from pipelines.datasets import Dataset
+from pipelines.evolution import Evolution
+from pipelines.ingest import (
+    LeaseOptions,
+    Summary,
+    _checked,
+    _first_counts,
+    _report_checks,
+    _write_new_rows,
+    progress,
+    run_recorded,
+)
+from pipelines.lease import Lease
+from pipelines.settings import Settings
+
+KEY = validate.QUARANTINE_KEY
+
+
+def pending(quarantine: DataFrame, reason: str | None, rule: str | None) -> DataFrame:
+    """Quarantined records not yet replayed, filtered by reason text and failed rule."""
+    rows = quarantine.filter(col(validate.REPLAYED_BY).isNull())
+    if reason:
+        rows = rows.filter(F.instr(col(REASON), reason) > 0)
+    if rule:
+        rows = rows.filter(F.array_contains(F.coalesce(col(RULES), F.array()), rule))
+    return rows
+
+
+def counts(spark: SparkSession, uri: str, replayed: bool = False) -> list[dict[str, Any]]:
+    """Quarantined records by reason and failed rule (not yet replayed, unless ``replayed``)."""
+    if not lake.table_exists(spark, uri) or not lake.has_data(spark, uri):
+        return []
+    table = lake.read_table(spark, uri)
+    if not replayed:
+        table = pending(table, None, None)
+    grouped = (
+        table.withColumn("rule", F.explode_outer(col(RULES)))
+        .groupBy(F.col("rule"), col(REASON).alias("reason"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct(col(SOURCE_FILE)).alias("files"),
+            F.min(col("_quarantined_at")).alias("first"),
+            F.max(col("_quarantined_at")).alias("last"),
+        )
+        .orderBy(F.desc("rows"), "reason", "rule")
+    )
+    return [
+        {
+            "reason": row["reason"],
+            "rule": row["rule"],
+            "rows": int(row["rows"]),
+            "files": int(row["files"]),
+            "first": row["first"].isoformat() if row["first"] else None,
+            "last": row["last"].isoformat() if row["last"] else None,
+        }
+        for row in grouped.collect()
+    ]
+
+
+def run_replay(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    reason: str | None = None,
+    rule: str | None = None,
+    lease_options: LeaseOptions | None = None,
+) -> Summary:
+    """Move the quarantined records of ``dataset`` that now pass into its table, once."""
+    if rule is not None and rule not in {r.name for r in dataset.rules}:
+        # Rows may name a rule since removed: allowed, but say what is declared now.
+        progress(f"note: rule {rule!r} is not declared now ({_rule_names(dataset)})")
+    sources = [f"quarantine:{settings.quarantine_uri(dataset.name)}"]
+
+    def work(summary: Summary, held: Lease, change: Evolution | None) -> None:
+        _replay(spark, dataset, reason, rule, summary, held, change)
+
+    return run_recorded(spark, settings, dataset, "replay", sources, lease_options, work)
+
+
+def _rule_names(dataset: Dataset) -> str:
+    return ", ".join(r.name for r in dataset.rules) or "no rules"
+
+
+def _replay(
+    spark: SparkSession,
+    dataset: Dataset,
+    reason: str | None,
+    rule: str | None,
+    out: Summary,
+    held: Lease,
+    change: Evolution | None,
+) -> None:
+    t0 = time.monotonic()
+    now = datetime.now(UTC)
+    quarantine = lake.read_if_data(spark, out.quarantine)
+    out.extra["rows_released"] = 0
+    if quarantine is None:
+        progress("the quarantine is empty: nothing to replay")
+        return
+    chosen = pending(quarantine, reason, rule).filter(col("_format") == dataset.format)
+    records = (
+        _parsed(chosen, dataset)
+        .transform(lambda df: validate.with_typed_values(df, dataset))
+        .transform(lambda df: validate.with_rules(df, dataset))
+        .transform(lambda df: validate.with_content_hash(df, dataset.schema))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        first = _checked(lambda: _first_counts(records, dataset))
+        out.rows_read, bad = int(first["read"]), int(first["bad"])
+        _report_checks(records, dataset, first, out)
+        out.rows_dropped = int(first["dropped"])
+        out.rows_quarantined = bad  # still refused: they stay in the quarantine
+        progress(
+            f"replaying {out.rows_read:,} quarantined records: {bad:,} still refused, "
+            f"{out.rows_dropped:,} dropped by rules"
+        )
+        valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
+        _write_new_rows(spark, dataset, valid, bad, out, held, change, F.lit(now), t0)
+        released = records.filter(col(REASON).isNull()).select(KEY)
+        out.extra["rows_released"] = out.rows_read - bad
+        if out.rows_read - bad:
+            held.check()
+            progress(f"marking {out.rows_read - bad:,} records as replayed by {out.run_id}")
+            _mark(spark, out.quarantine, released, out.run_id, now)
+    finally:
+        records.unpersist()
+
+
+def _parsed(chosen: DataFrame, dataset: Dataset) -> DataFrame:
+    """The quarantined records as the uniform raw frame an ingest reads (see reading)."""
+    located = chosen.select(
+        KEY,
+        col(RAW),
+        col(FIELDS),
+        col(SOURCE_FILE),
+        F.lit(0).cast("long").alias(SPLIT_START),
+        col(SOURCE_ROW).alias(MONO),
+        col(REASON).alias("_old_reason"),
+    )
+    # A record that could not be split into fields stays so: its bytes have not changed.
+    broken = col("_old_reason").startswith("malformed")
+    if dataset.format == "csv":
+        frame = reading.csv_records(located.filter(col(RAW).isNotNull()), dataset)
+    else:  # JSON lines, and Parquet records (kept as JSON text)
+        lines = located.filter(col(RAW).isNotNull()).select(
+            col(RAW).alias("value"), SOURCE_FILE, SPLIT_START, MONO, KEY, F.lit(False).alias("_cut")
+        )
+        frame = reading.json_records(lines, dataset.schema.names)
+    kept = located.select(KEY, broken.alias("_broken"), col("_old_reason"))
+    joined = frame.join(kept, on=KEY, how="inner")
+    return joined.withColumn(
+        MALFORMED,
+        F.when(col("_broken"), col("_old_reason")).otherwise(col(MALFORMED)),
+    ).drop("_broken", "_old_reason")
+
+
+def _mark(spark: SparkSession, uri: str, released: DataFrame, run_id: str, now: datetime) -> None:
+    """Mark the released records in the quarantine (one MERGE commit, tagged with the run)."""
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", f'{{"run_id": "{run_id}"}}')
+    try:
+        (
+            DeltaTable.forPath(spark, uri)
+            .alias("q")
+            .merge(released.alias("r"), f"q.{KEY} = r.{KEY} AND q.{validate.REPLAYED_BY} IS NULL")
+            .whenMatchedUpdate(
+                set={
+                    validate.REPLAYED_BY: F.lit(run_id),
+                    validate.REPLAYED_AT: F.lit(now).cast("timestamp"),
+                }
+            )
+            .execute()
+        )
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
