@@ -344,8 +344,8 @@ def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
     check_lake_reachable(settings.lake)
     spark = get_spark(settings.master)
     if args.action == "list":
-        groups = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
-        report = {"dataset": dataset.name, "rows": sum(g["rows"] for g in groups), "groups": groups}
+        found = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
+        report = {"dataset": dataset.name, **found}
         _emit(report, args.json, _print_groups)
         return EXIT_OK
     summary = replay.run_replay(

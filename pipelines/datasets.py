@@ -229,10 +229,17 @@ def _load_versions(folder: Path) -> tuple[SchemaVersion, ...]:
     versions = tuple(_load_version(n, found[n]) for n in expected)
     for earlier, version in pairwise(versions):
         for index, column in enumerate(version.columns):
-            if column.renamed_from is not None and column.renamed_from not in earlier.names:
+            if column.renamed_from is None:
+                continue
+            if column.renamed_from not in earlier.names:
                 raise ConfigError(
                     f"{version.path}: columns[{index}].renamed_from: {earlier.path.name} has no "
                     f"column {column.renamed_from!r}"
+                )
+            if list(version.renames.values()).count(column.renamed_from) > 1:
+                raise ConfigError(
+                    f"{version.path}: columns[{index}].renamed_from: two columns are renamed "
+                    f"from {column.renamed_from!r}"
                 )
     if versions[0].renames:
         raise ConfigError(

@@ -26,7 +26,7 @@ from pyspark.sql import types as T
 
 from pipelines import compat
 from pipelines.datasets import Dataset, SchemaVersion
-from pipelines.errors import PolicyError
+from pipelines.errors import ConfigError, PolicyError
 
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
@@ -49,19 +49,25 @@ def declared_part(schema: T.StructType) -> T.StructType:
     return T.StructType([f for f in schema.fields if not f.name.startswith("_")])
 
 
-def _shape(schema: T.StructType) -> list[tuple[str, str]]:
-    # Nullability aside: a column added by evolution is nullable in the table whatever the
-    # declaration says (earlier rows have no value).
-    return [(f.name, f.dataType.simpleString()) for f in schema.fields]
+def _shape(schema: T.StructType) -> dict[str, str]:
+    # Column order aside (schema merge appends new columns at the end), and nullability aside:
+    # a column added by evolution is nullable in the table whatever the declaration says.
+    return {f.name: f.dataType.simpleString() for f in schema.fields}
+
+
+def _exact(schema: T.StructType) -> dict[str, T.StructField]:
+    return {f.name: f for f in schema.fields}
 
 
 def held_version(versions: Sequence[SchemaVersion], table: T.StructType) -> int | None:
     """Index of the latest declared version the table holds exactly, else of the latest whose
     names and types it has (columns added by evolution are nullable there), else None."""
-    for same in (lambda v: v.struct() == table, lambda v: _shape(v.struct()) == _shape(table)):
-        for index in range(len(versions) - 1, -1, -1):
-            if same(versions[index]):
-                return index
+    for index in range(len(versions) - 1, -1, -1):
+        if _exact(versions[index].struct()) == _exact(table):
+            return index
+    for index in range(len(versions) - 1, -1, -1):
+        if _shape(versions[index].struct()) == _shape(table):
+            return index
     return None
 
 
@@ -90,7 +96,7 @@ def plan(dataset: Dataset, live: T.StructType, properties: Mapping[str, str]) ->
     table = declared_part(live)
     held = held_version(versions, table)
     label = versions[held].label if held is not None else "table"
-    if held == len(versions) - 1 and table == current.struct():
+    if held == len(versions) - 1 and _exact(table) == _exact(current.struct()):
         return Evolution(label, (), (), (), merge=False)
     chain = _versions(versions)
     # The current version against its predecessor(s), as `schema check` judges it, and every
@@ -101,7 +107,9 @@ def plan(dataset: Dataset, live: T.StructType, properties: Mapping[str, str]) ->
             findings += compat.check(dataset.compatibility, chain[: end + 1]).findings
         renames = composed_renames(versions, held)
     else:
-        renames = {n: o for n, o in current.renames.items() if o in table.names}
+        renames = {
+            n: o for n, o in current.renames.items() if o in table.names and n not in table.names
+        }
         candidate = compat.Version(current.label, current.struct(), renames)
         findings += compat.check(
             dataset.compatibility, [compat.Version("table", table), candidate]
@@ -112,7 +120,20 @@ def plan(dataset: Dataset, live: T.StructType, properties: Mapping[str, str]) ->
             f"{current.path}: schema {current.label} is not {dataset.compatibility}-compatible "
             f"with the table (which holds {label}): {shown}; nothing was written"
         )
-    changes = compat.diff(table, current.struct(), renames)
+    try:
+        changes = compat.diff(table, current.struct(), renames)
+        declared = (
+            None
+            if held is None
+            else compat.diff(versions[held].struct(), current.struct(), renames)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{current.path}: {exc}") from None
+    if declared is not None:
+        # A column that is nullable in the table only because it was added to rows that had
+        # no value (schema merge) is not made NOT NULL on every run: only when a version asks.
+        asked = {c.path for c in declared if c.kind == "make_required"}
+        changes = [c for c in changes if c.kind != "make_required" or c.path in asked]
     return _steps(dataset, label, table, changes, properties)
 
 
@@ -148,10 +169,8 @@ def _steps(
                     "renamed or dropped in place (it needs a rewrite of the table)"
                 )
             if not mapping:
-                statements.append(
-                    "SET TBLPROPERTIES ('delta.columnMapping.mode' = 'name', "
-                    "'delta.minReaderVersion' = '2', 'delta.minWriterVersion' = '5')"
-                )
+                # Delta raises the table's protocol as the feature needs (never lowers it).
+                statements.append("SET TBLPROPERTIES ('delta.columnMapping.mode' = 'name')")
                 mapping = True
             if change.kind == "rename":
                 old = "`" + (change.old or "").replace("`", "``") + "`"

@@ -63,6 +63,8 @@ from pipelines.settings import Settings
 R = TypeVar("R")
 # The counts a run's table commit carries in its metadata (with rows_written, from the commit).
 RUN_COUNTS = ("rows_read", "rows_duplicate", "rows_quarantined", "rows_dropped")
+# Summary fields kept in the run log's ``details`` JSON.
+DETAILS = ("rules", "drift", "rows_released")
 BROADCAST_REPEATED_MAX = 2_000_000  # 16-byte hashes: about 32 MB on each executor
 
 
@@ -212,8 +214,17 @@ def planned_evolution(
 def _prepare_table(
     spark: SparkSession, uri: str, dataset: Dataset, plan: evolution.Evolution | None
 ) -> bool:
-    """Apply the evolution's metadata commits and the rules' CHECK constraints, just before
-    the data commit; True when that commit must merge the schema (new columns, wider types)."""
+    """Just before the data commit: drop lakeshard's CHECK constraints that are stale (or all
+    of them when the schema evolves: Delta refuses to rename, drop or widen a column that a
+    constraint names), then apply the evolution's metadata commits. True when the data commit
+    must merge the schema (new columns, wider types). :func:`_add_constraints` follows it."""
+    evolving = plan is not None and plan.needed
+    present = lake.properties(spark, uri)
+    drop, _ = rules.constraint_changes(
+        present, {} if evolving else rules.wanted_constraints(dataset)
+    )
+    for name in drop:
+        lake.alter(spark, uri, f"DROP CONSTRAINT IF EXISTS `{name}`")
     merge = False
     if plan is not None:
         for statement in plan.statements:
@@ -228,10 +239,17 @@ def _prepare_table(
                     "so lakeshard alone keeps refusing nulls there"
                 )
         merge = plan.merge
+    if dataset.on_drift == "rescue" and RESCUED not in lake.schema_of(spark, uri).names:
+        merge = True
+    return merge
+
+
+def _add_constraints(spark: SparkSession, uri: str, dataset: Dataset) -> None:
+    """Add the CHECK constraints of the rules that refuse rows, where missing. A constraint
+    that rows already in the table break is not added; that is noted in a table property
+    (``lakeshard.unenforced.<name>``) so later runs do not scan the table for it again."""
     present = lake.properties(spark, uri)
-    drop, add = rules.constraint_changes(present, rules.wanted_constraints(dataset))
-    for name in drop:
-        lake.alter(spark, uri, f"DROP CONSTRAINT IF EXISTS `{name}`")
+    _, add = rules.constraint_changes(present, rules.wanted_constraints(dataset))
     for name, expr in add.items():
         try:
             lake.alter(spark, uri, f"ADD CONSTRAINT `{name}` CHECK ({expr})")
@@ -240,9 +258,8 @@ def _prepare_table(
                 f"warning: constraint {name} not added: rows already in the table break it "
                 f"({describe(exc)}); new rows are still checked by the rule"
             )
-    if dataset.on_drift == "rescue" and RESCUED not in lake.schema_of(spark, uri).names:
-        merge = True
-    return merge
+            text = expr.replace("\\", "\\\\").replace("'", "\\'")
+            lake.alter(spark, uri, f"SET TBLPROPERTIES ('{rules.UNENFORCED}{name}' = '{text}')")
 
 
 def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) -> None:
@@ -287,13 +304,22 @@ def _close_abandoned_runs(
             if table.version is not None
             else "the run died before committing rows to the table"
         )
+        details: dict[str, Any] = {"closed_by": held.claim.run_id}
+        if record["command"] == "replay":
+            # What a dead replay released is what it marked in the quarantine (maybe nothing);
+            # rows it wrote but did not mark are released by the next replay, as duplicates.
+            counts["rows_quarantined"] = counts["rows_read"] - counts["rows_written"]
+            counts["rows_quarantined"] -= counts["rows_duplicate"] + counts["rows_dropped"]
+            details["rows_released"] = lake.count_where(
+                spark, settings.quarantine_uri(dataset.name), "_replayed_by", run_id
+            )
         record.update(
             counts,
             status="abandoned",
             ended_at=datetime.now(UTC),
             table_version=table.version,
             error=note,
-            details=json.dumps({"closed_by": held.claim.run_id}),
+            details=json.dumps(details),
         )
         lake.record_run(spark, log, record)
         progress(f"run {run_id} had died: recorded as abandoned ({note})")
@@ -362,7 +388,7 @@ def _ingest_rows(
 ) -> None:
     now = F.lit(datetime.now(UTC))
     records = (
-        reading.read_raw(spark, dataset, uris, layouts)
+        _checked(lambda: reading.read_raw(spark, dataset, uris, layouts))
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_rules(df, dataset))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema))
@@ -507,6 +533,7 @@ def _write_new_rows(
             )
             # From the Delta commit itself: accounting checks it wrote exactly the plan.
             out.rows_written = commit.rows
+            _add_constraints(spark, out.table, dataset)
     finally:
         copies.unpersist()
 
@@ -519,6 +546,12 @@ def _checked(action: Callable[[], R]) -> R:
         text = str(exc)
         if "CSV header does not conform to the schema" in text:
             raise PolicyError(_csv_header_problem(text)) from None
+        if "CANNOT_MERGE" in text or "Failed to merge" in text:
+            first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+            raise PolicyError(
+                f"Parquet files of this batch give a column different types, which no on_drift "
+                f"mode can reconcile: {first}"
+            ) from None
         raise
 
 
@@ -556,5 +589,5 @@ def _run_record(
         "error": error,
         "lakeshard_version": __version__,
         # Per-rule violation counts and drift counts (JSON; see README "Row rules").
-        "details": {k: summary.extra[k] for k in ("rules", "drift") if k in summary.extra} or None,
+        "details": {k: summary.extra[k] for k in DETAILS if k in summary.extra} or None,
     }

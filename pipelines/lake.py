@@ -148,7 +148,9 @@ def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Co
     """The commit a run made to a table (found by the run id in its userMetadata), or none."""
     history = DeltaTable.forPath(spark, uri).history(depth)
     rows = (
+        # Appends only: a replay's MERGE into the quarantine carries its run id too.
         history.filter(F.get_json_object("userMetadata", "$.run_id") == run_id)
+        .filter(history.operation == "WRITE")
         .select("version", "operationMetrics", "userMetadata")
         .orderBy(history.version.desc())
         .limit(1)
@@ -173,6 +175,12 @@ def has_data(spark: SparkSession, uri: str) -> bool:
 def read_if_data(spark: SparkSession, uri: str) -> DataFrame | None:
     """The table's rows, or None when it holds no data file (nothing to compare against)."""
     return read_table(spark, uri) if has_data(spark, uri) else None
+
+
+def count_where(spark: SparkSession, uri: str, column: str, value: str) -> int:
+    """Rows of a table whose ``column`` equals ``value`` (0 for a table without data)."""
+    table = read_if_data(spark, uri)
+    return 0 if table is None else int(table.filter(F.col(column) == value).count())
 
 
 def current_version(spark: SparkSession, uri: str) -> int | None:

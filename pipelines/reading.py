@@ -198,6 +198,20 @@ def header_names(dataset: Dataset, layout: Layout) -> list[str]:
     return names
 
 
+def _matched(dataset: Dataset, header: list[str]) -> dict[str, str]:
+    """Declared column -> header name: the same name, else the one name equal ignoring case
+    (as Spark matches a CSV header and Parquet columns)."""
+    found: dict[str, str] = {}
+    for name in dataset.schema.names:
+        if name in header:
+            found[name] = name
+            continue
+        alike = [h for h in header if h.lower() == name.lower()]
+        if len(alike) == 1 and alike[0] not in dataset.schema.names:
+            found[name] = alike[0]
+    return found
+
+
 def _read_csv_files(
     spark: SparkSession, dataset: Dataset, layout: Layout, files: list[str]
 ) -> DataFrame:
@@ -208,7 +222,10 @@ def _read_csv_files(
     spelled = _latin1_spelling if cp1252 else str
     found = header_names(dataset, layout)
     names = [spelled(n) for n in found]
-    by_name = dict(zip(found, names, strict=True))
+    spelled_of = dict(zip(found, names, strict=True))
+    by_name = {
+        declared: spelled_of[header] for declared, header in _matched(dataset, found).items()
+    }
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
@@ -241,10 +258,13 @@ def _read_csv_files(
         (text(col(by_name[n])) if n in by_name else F.lit(None).cast("string")).alias(value_col(i))
         for i, n in enumerate(dataset.schema.names)
     ]
-    undeclared = [n for n in found if n not in dataset.schema.names]
+    matched = set(_matched(dataset, found).values())
+    undeclared = [n for n in found if n not in matched]
     extra = (
         F.to_json(
-            F.create_map(*[part for n in undeclared for part in (F.lit(n), text(col(by_name[n])))])
+            F.create_map(
+                *[part for n in undeclared for part in (F.lit(n), text(col(spelled_of[n])))]
+            )
         )
         if undeclared
         else F.lit(None).cast("string")
@@ -255,6 +275,9 @@ def _read_csv_files(
             "sep": spelled(opts.delimiter),
             "quote": spelled(opts.quote),
             "escape": spelled(opts.escape),
+            # Spark's CSV writer trims values by default: the raw record keeps them as read.
+            "ignoreLeadingWhiteSpace": "false",
+            "ignoreTrailingWhiteSpace": "false",
         },
     )
     return frame.select(
@@ -409,7 +432,8 @@ def csv_records(quarantined: DataFrame, dataset: Dataset) -> DataFrame:
         rows = quarantined.filter(
             col(FIELDS).isNull() if names is None else col(FIELDS) == F.lit(fields)
         )
-        parsed = F.from_csv(col(RAW), schema.simpleString(), options)
+        ddl = ", ".join("`" + f.name.replace("`", "``") + "` STRING" for f in schema.fields)
+        parsed = F.from_csv(col(RAW), ddl, options)
         undeclared = [n for n in fields if n not in dataset.schema.names]
         extra = (
             F.to_json(
@@ -455,7 +479,10 @@ def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> Da
     undeclared = [f.name for f in frame.schema.fields if f.name.lower() not in declared]
     # to_json leaves null fields out: a record without values there has no undeclared field.
     extra = F.to_json(F.struct(*[col(n) for n in undeclared])) if undeclared else None
-    raw = F.to_json(F.struct(*[col(f.name) for f in frame.schema.fields]))
+    raw = F.to_json(
+        F.struct(*[col(f.name) for f in frame.schema.fields]),
+        {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"},  # microseconds, as stored
+    )
     return frame.select(
         *values,
         raw.alias(RAW),

@@ -73,13 +73,22 @@ def pending(quarantine: DataFrame, reason: str | None, rule: str | None) -> Data
     return rows
 
 
-def counts(spark: SparkSession, uri: str, replayed: bool = False) -> list[dict[str, Any]]:
-    """Quarantined records by reason and failed rule (not yet replayed, unless ``replayed``)."""
+def counts(spark: SparkSession, uri: str, replayed: bool = False) -> dict[str, Any]:
+    """Quarantined records (not yet replayed, unless ``replayed``): how many, and how many by
+    reason and failed rule (a record that failed two rules is in two groups)."""
     if not lake.table_exists(spark, uri) or not lake.has_data(spark, uri):
-        return []
+        return {"rows": 0, "groups": []}
     table = lake.read_table(spark, uri)
     if not replayed:
         table = pending(table, None, None)
+    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return {"rows": table.count(), "groups": _groups(table)}
+    finally:
+        table.unpersist()
+
+
+def _groups(table: DataFrame) -> list[dict[str, Any]]:
     grouped = (
         table.withColumn("rule", F.explode_outer(col(RULES)))
         .groupBy(F.col("rule"), col(REASON).alias("reason"))
@@ -164,7 +173,7 @@ def _replay(
         )
         valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
         _write_new_rows(spark, dataset, valid, bad, out, held, change, F.lit(now), t0)
-        released = records.filter(col(REASON).isNull()).select(KEY)
+        released = records.filter(col(REASON).isNull()).select(KEY).dropDuplicates([KEY])
         out.extra["rows_released"] = out.rows_read - bad
         if out.rows_read - bad:
             held.check()

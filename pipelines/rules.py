@@ -27,6 +27,8 @@ from pipelines.datasets import Dataset, Rule
 from pipelines.errors import ConfigError
 
 CONSTRAINT_PREFIX = "lakeshard_rule_"
+# Table property marking a constraint that could not be added (rows already break it).
+UNENFORCED = "lakeshard.unenforced."
 # Catalyst expression classes a rule may not use: it must be a pure function of one row.
 _FORBIDDEN = {
     "ScalarSubquery": "a subquery",
@@ -137,7 +139,12 @@ def constraint_changes(
     }
     same = {name for name, expr in wanted.items() if name in ours and _same(ours[name], expr)}
     drop = sorted(name for name in ours if name not in same)
-    add = {name: expr for name, expr in wanted.items() if name not in same}
+    unenforced = {
+        name: expr
+        for name, expr in wanted.items()
+        if _same(present.get(UNENFORCED + name, ""), expr)
+    }
+    add = {name: expr for name, expr in wanted.items() if name not in same | set(unenforced)}
     return drop, add
 
 

@@ -43,6 +43,7 @@ from pipelines.reading import CARRIED, STRICT_JSON
 QUARANTINE_KEY = "_quarantine_key"
 DRIFT = "_drift"  # the record has undeclared fields or a value of another type
 IGNORED = "_ignored"  # on_drift: ignore — the record's undeclared fields were dropped
+RESCUED_CONTENT = "_rescued_content"  # what a rescued record's hash includes (see below)
 REPLAYED_BY = "_replayed_by"  # the replay run that moved a quarantined record to the table
 REPLAYED_AT = "_replayed_at"
 _SHOWN_CHARS = 60  # how much of a bad value a reason quotes
@@ -127,16 +128,17 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     drift = extra.isNotNull() | (F.size(unfit_entries) > 0)
     extras: list[Column] = []
     if mode == "rescue":
+        fields = F.parse_json(extra).alias("fields")
+        values = F.when(F.size(unfit_entries) > 0, F.map_from_entries(unfit_entries))
         rescued = F.to_json(
-            F.struct(
-                F.parse_json(extra).alias("fields"),
-                F.when(F.size(unfit_entries) > 0, F.map_from_entries(unfit_entries)).alias(
-                    "values"
-                ),
-                col(SOURCE_FILE).alias("file"),
-            )
+            F.struct(fields, values.alias("values"), col(SOURCE_FILE).alias("file"))
         )
-        extras.append(F.when(reason.isNull() & drift, rescued).alias(RESCUED))
+        content = F.to_json(F.struct(fields, values.alias("values")))
+        keep = reason.isNull() & drift
+        extras += [
+            F.when(keep, rescued).alias(RESCUED),
+            F.when(keep, content).alias(RESCUED_CONTENT),
+        ]
     return frame.select(
         *typed,
         reason.alias(REASON),
@@ -240,9 +242,20 @@ def _partition_value_problem(name: str, value: Column) -> Column:
 
 
 def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
-    """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`."""
-    record = F.struct(*[col(typed_col(i)).alias(c.name) for i, c in enumerate(schema.columns)])
-    valid = col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED)
+    """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`.
+
+    Under ``on_drift: rescue`` a record's rescued content (``{"fields", "values"}`` of
+    ``_rescued``, without the file) is hashed with it as a string field ``_rescued``: two
+    records that differ only there are different records. Null for the others, so their hash
+    is the plain one (null fields are left out of the encoding).
+    """
+    fields = [col(typed_col(i)).alias(c.name) for i, c in enumerate(schema.columns)]
+    if RESCUED_CONTENT in frame.columns:
+        fields.append(col(RESCUED_CONTENT).alias(RESCUED))
+    record = F.struct(*fields)
+    valid = col(REASON).isNull() & ~col(BLANK)
+    if DROPPED in frame.columns:
+        valid = valid & ~col(DROPPED)
     # The function's type hints make it a scalar Arrow UDF; pyspark's stubs do not see that.
     hash_udf = arrow_udf(_hash_records, T.BinaryType())  # type: ignore[call-overload]
     return frame.withColumn(CONTENT_HASH, F.when(valid, hash_udf(record)))

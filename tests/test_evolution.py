@@ -64,7 +64,11 @@ def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
     prefix = s3["prefix"]
     schemas = tmp_path / "schemas" / "items"
     schemas.mkdir(parents=True)
-    (schemas / "dataset.yaml").write_text("format: json\ncompatibility: backward\n")
+    # A rule on price guards the table as a CHECK constraint; widening price must still work.
+    (schemas / "dataset.yaml").write_text(
+        "format: json\ncompatibility: backward\n"
+        'rules:\n  - {name: priced, expr: "price >= 0", on_violation: quarantine}\n'
+    )
     (schemas / "v1.yaml").write_text(V1)
     where = ["--lake", f"s3a://lake/{prefix}", "--schemas", str(tmp_path / "schemas")]
 
@@ -121,9 +125,13 @@ def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
         "holds v3): against v3: price: narrowed bigint -> int (breaks backward); nothing was "
         "written"
     )
-    latest = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").first()
-    assert latest is not None
-    assert latest["version"] == three["table_version"]
+    commits = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").orderBy("version").collect()
+    # Nothing since v3's run; that run ended by putting back the rule's CHECK constraint
+    # (dropped while price was widened: Delta refuses to widen a column a constraint names).
+    assert commits[-1]["version"] == three["table_version"]
+    assert commits[-1]["operation"] == "ADD CONSTRAINT"
+    writes = [c["version"] for c in commits if c["operation"] == "WRITE"]
+    assert len(writes) == 3
 
     # The same verdict without Spark, and the history of the versions.
     code, out, err = _cli("schema", "check", "items", *where, "--json")
@@ -138,8 +146,8 @@ def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
     # v1 reached the table when the first run created it (Delta version 0).
     assert [history[v]["table_version"] for v in ("v1", "v2", "v3", "v4")] == [
         0,
-        two["table_version"],
-        three["table_version"],
+        writes[1],
+        writes[2],
         None,
     ]
     assert [c["description"] for c in history["v2"]["changes"]] == ["colour: added (nullable)"]
@@ -151,34 +159,57 @@ def test_renames_and_drops_through_column_mapping_keep_old_rows(
 ) -> None:
     schemas = tmp_path / "schemas" / "items"
     schemas.mkdir(parents=True)
-    (schemas / "dataset.yaml").write_text("format: json\n")
+    rule = 'rules:\n  - {name: priced, expr: "price >= 0", on_violation: quarantine}\n'
+    (schemas / "dataset.yaml").write_text("format: json\n" + rule)
     (schemas / "v1.yaml").write_text(V1)
     where = ["--lake", str(tmp_path / "lake"), "--schemas", str(tmp_path / "schemas")]
     raw = tmp_path / "raw"
-    one = _ingest(
-        "items", str(_lines(raw / "1", "a.jsonl", '{"id": 1, "price": 10, "name": "a"}')), where
-    )
+    first = '{"id": 1, "price": 10, "name": "a"}'
+    one = _ingest("items", str(_lines(raw / "1", "a.jsonl", first)), where)
 
-    # v2 renames name -> title and drops price; both backward-compatible.
+    # v2 adds sku between columns (schema merge appends it at the end of the table).
     (schemas / "v2.yaml").write_text(
-        "columns:\n  - {name: id, type: long, nullable: false}\n"
+        V1.replace("  - {name: price", "  - {name: sku, type: string}\n  - {name: price")
+    )
+    _ingest("items", str(_lines(raw / "2", "b.jsonl", '{"id": 2, "price": 20, "sku": "s"}')), where)
+    # v3 renames name -> title and drops price, v4 adds x; one run takes both. The rule on
+    # price goes with the column (its CHECK constraint would block the drop).
+    (schemas / "dataset.yaml").write_text("format: json\n")
+    (schemas / "v3.yaml").write_text(
+        "columns:\n  - {name: id, type: long, nullable: false}\n  - {name: sku, type: string}\n"
         "  - {name: title, type: string, renamed_from: name}\n"
     )
-    two = _ingest("items", str(_lines(raw / "2", "b.jsonl", '{"id": 2, "title": "b"}')), where)
+    (schemas / "v4.yaml").write_text(
+        (schemas / "v3.yaml").read_text().replace(", renamed_from: name", "")
+        + "  - {name: x, type: int}\n"
+    )
+    four = _ingest(
+        "items", str(_lines(raw / "3", "c.jsonl", '{"id": 3, "title": "c", "x": 1}')), where
+    )
 
     table = one["table"]
-    assert _schema(spark, table) == [("id", "bigint"), ("title", "string")]
-    rows = sorted((r["id"], r["title"]) for r in spark.read.format("delta").load(table).collect())
-    assert rows == [(1, "a"), (2, "b")]  # the old row reads under its column's new name
+    assert _schema(spark, table) == [
+        ("id", "bigint"),
+        ("title", "string"),
+        ("sku", "string"),
+        ("x", "int"),
+    ]
+    rows = sorted(
+        (r["id"], r["title"], r["sku"], r["x"])
+        for r in spark.read.format("delta").load(table).collect()
+    )
+    # The old rows read under the column's new name: nothing was dropped but price.
+    assert rows == [(1, "a", None, None), (2, None, "s", None), (3, "c", None, 1)]
     old = spark.read.format("delta").option("versionAsOf", one["table_version"]).load(table)
     assert [(r["id"], r["price"], r["name"]) for r in old.collect()] == [(1, 10, "a")]
-    assert two["rows_written"] == 1
+    assert four["rows_written"] == 1
 
-    # A third version that makes title required again cannot be backward-compatible.
-    (schemas / "v3.yaml").write_text(
-        "columns:\n  - {name: id, type: long, nullable: false}\n"
-        "  - {name: title, type: string, nullable: false}\n"
+    # A fifth version that makes title required cannot be backward-compatible.
+    (schemas / "v5.yaml").write_text(
+        (schemas / "v4.yaml")
+        .read_text()
+        .replace("{name: title, type: string}", "{name: title, type: string, nullable: false}")
     )
-    code, _, err = _cli("ingest", "items", str(raw / "2"), *where)
+    code, _, err = _cli("ingest", "items", str(raw / "3"), *where)
     assert code == EXIT_POLICY
     assert "title: made required (was nullable) (breaks backward)" in err

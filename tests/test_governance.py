@@ -101,7 +101,15 @@ def test_drift_rescue_keeps_what_does_not_fit_and_round_trips(
 
     assert code == 0
     assert (summary["rows_written"], summary["rows_quarantined"]) == (4, 0)
-    table = spark.read.format("delta").load(summary["table"])
+    # Records that differ only in what was rescued are different records, both written.
+    again = _write(
+        tmp_path / "raw2", "b.jsonl", ['{"id": 2, "price": 20, "name": "b", "colour": "blue"}']
+    )
+    code, second, _ = _run(tmp_path, capsys, "ingest", "items", str(again))
+    assert (code, second["rows_written"], second["rows_duplicate"]) == (0, 1, 0)
+    table = (
+        spark.read.format("delta").load(summary["table"]).filter(f"_run_id = '{summary['run_id']}'")
+    )
     rows = {r["id"]: r.asDict() for r in table.collect()}
     assert rows[1]["_rescued"] is None
     assert rows[4]["_rescued"] is None
@@ -126,7 +134,8 @@ def test_drift_rescue_in_csv_keeps_undeclared_columns_by_header(
     raw = tmp_path / "raw"
     _write(raw, "old.csv", ["id,price,name", "1,10,a"])
     # Another column order, one undeclared column, one value of another type.
-    _write(raw, "new.csv", ["name,id,colour,price", "b,2,red,20", "c,3,blue,x"])
+    # (A header name that differs in case only matches its column, as Spark matches headers.)
+    _write(raw, "new.csv", ["Name,id,colour,price", "b,2,red,20", "c,3,blue,x"])
 
     code, summary, _ = _run(tmp_path, capsys, "ingest", "items", str(raw))
 
@@ -189,6 +198,7 @@ RULE_ROWS = [
     '{"id": 3, "price": 30}',  # named: dropped
     '{"id": 4, "price": 5000, "name": "d"}',  # small: warned, written
     '{"id": 5, "price": -1}',  # positive_price and named: quarantine wins
+    '{"id": 6, "name": "f"}',  # price null: "price > 0" is null, which fails the rule
 ]
 
 
@@ -201,14 +211,16 @@ def test_rules_quarantine_drop_and_warn_with_counts_in_the_run_log(
     code, summary, _ = _run(tmp_path, capsys, "ingest", "items", str(raw))
 
     assert code == 0
-    assert summary["rules"] == {"positive_price": 2, "named": 2, "small": 1}
+    # "small" (price < 1000) is null for id 6 too: a warning, like a false.
+    assert summary["rules"] == {"positive_price": 3, "named": 2, "small": 2}
     counts = (summary["rows_written"], summary["rows_quarantined"], summary["rows_dropped"])
-    assert counts == (2, 2, 1)
+    assert counts == (2, 3, 1)
     assert _rows(spark, summary["table"], "id") == [(1,), (4,)]
     quarantined = _quarantine(spark, summary)
     assert [(r["_source_row"], r["_reason"], r["_rules"]) for r in quarantined] == [
         (2, "failed rule(s): positive_price", ["positive_price"]),
         (5, "failed rule(s): positive_price", ["positive_price", "named"]),
+        (6, "failed rule(s): positive_price", ["positive_price", "small"]),
     ]
     first = quarantined[0]
     assert first["_schema_version"] == 1
@@ -216,6 +228,12 @@ def test_rules_quarantine_drop_and_warn_with_counts_in_the_run_log(
     assert first["_source_file"].endswith("/raw/a.jsonl")
     (run,) = _runs(spark, tmp_path, "items")
     assert json.loads(run["details"])["rules"] == summary["rules"]
+    # The list counts records once, and each in the group of every rule it failed.
+    code, listing, _ = _run(tmp_path, capsys, "quarantine", "list", "items")
+    assert code == 0
+    assert listing["rows"] == 3
+    groups = {(g["rule"], g["rows"]) for g in listing["groups"]}
+    assert groups == {("positive_price", 3), ("named", 1), ("small", 1)}
 
 
 def test_a_fail_rule_stops_the_run_naming_rule_file_and_row(
@@ -229,7 +247,7 @@ def test_a_fail_rule_stops_the_run_naming_rule_file_and_row(
 
     assert code == EXIT_POLICY
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
-    assert "dataset.yaml: rules[0]: rule positive_price (on_violation: fail) failed for 2 " in line
+    assert "dataset.yaml: rules[0]: rule positive_price (on_violation: fail) failed for 3 " in line
     assert "a.jsonl row 2" in line
     assert line.endswith("nothing was written")
     assert spark.read.format("delta").load(str(tmp_path / "lake" / "tables" / "items")).count() == 0
@@ -329,7 +347,7 @@ def test_replay_of_csv_rows_parses_them_by_their_file_header(
 ) -> None:
     declare(tmp_path / "schemas", "items", "csv", COLUMNS)
     raw = tmp_path / "raw"
-    _write(raw, "a.csv", ["name,price,id,colour", "a,10,1,red", "b,20,2,blue"])
+    _write(raw, "a.csv", ["name,price,id,colour name", "a,10,1,red", "b,20,2,blue"])
     code, first, _ = _run(tmp_path, capsys, "ingest", "items", str(raw))
     assert code == 0
     assert first["rows_quarantined"] == 2
@@ -344,7 +362,10 @@ def test_replay_of_csv_rows_parses_them_by_their_file_header(
     assert replay["rows_written"] == 2
     got = _rows(spark, first["table"], "id", "price", "name", "_rescued")
     assert [g[:3] for g in got] == [(1, 10, "a"), (2, 20, "b")]
-    assert [json.loads(g[3])["fields"] for g in got] == [{"colour": "red"}, {"colour": "blue"}]
+    assert [json.loads(g[3])["fields"] for g in got] == [
+        {"colour name": "red"},
+        {"colour name": "blue"},
+    ]
 
 
 # --- declarations with mistakes -------------------------------------------------------------
