@@ -262,11 +262,16 @@ class Lease:
             )
 
     def release(self) -> None:
+        """Mark the claim released. It stays the highest generation (the next run deletes
+        it when it claims the one above): deleting it here would let a run that listed it a
+        moment ago claim the generation above it while another, listing after the delete,
+        starts again from a lower one — two holders at once."""
         self._stop.set()
         self._thread.join()
         if self._lost is None:
+            self.claim.released = True
             with contextlib.suppress(Exception):  # an unreleased claim simply expires
-                self.store.delete(self.generation)
+                self.store.write(self.generation, vars(self.claim))
 
 
 def acquire(uri: str, run_id: str, ttl_s: float, wait_s: float) -> Lease:

@@ -9,6 +9,7 @@ accounts for every row. ``make chaos TRIALS=100`` runs the long version and prin
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -239,4 +240,6 @@ def test_sigterm_records_the_run_as_failed_and_frees_the_dataset(raw: Path, tmp_
     records = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
     assert sorted(r["status"] for r in records) == ["failed", "running"]
     assert next(r["error"] for r in records if r["status"] == "failed") == "terminated (SIGTERM)"
-    assert not list((lake_dir / "_lakeshard" / "leases" / "events").iterdir())
+    # The lease is free: its last claim is marked released.
+    claims = list((lake_dir / "_lakeshard" / "leases" / "events").glob("*.json"))
+    assert [json.loads(c.read_text())["released"] for c in claims] == [True]
