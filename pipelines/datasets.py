@@ -37,6 +37,7 @@ COMPATIBILITY = (
 # of another type): see README "Schema drift". quarantine loses nothing and keeps the table clean.
 ON_DRIFT = ("quarantine", "rescue", "ignore", "fail")
 ON_VIOLATION = ("quarantine", "drop", "warn", "fail")
+DEDUP_SCOPES = ("table", "window", "keys")
 _SIZE = re.compile(r"([0-9]+)\s*(|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 _UNITS = {
     "": 1,
@@ -109,6 +110,24 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Dedup:
+    """Which earlier rows a new record is compared with (see README "Deduplication").
+
+    ``table``: every row of the table, by content hash. ``window``: rows whose ``column`` is at
+    most ``days`` days before the newest value seen (batch and table); an older record is
+    refused, never written unchecked. ``keys``: one row per ``keys``; a newer record by
+    ``order_by`` replaces the row (an upsert; the replaced row stays reachable by time travel).
+    """
+
+    scope: str = "table"
+    column: str | None = None
+    days: int = 0
+    keys: tuple[str, ...] = ()
+    order_by: str | None = None
+    keep: str = "latest"
+
+
+@dataclass(frozen=True)
 class Rule:
     """A named row rule: ``expr`` (Spark SQL, true for a good row) and what a violation does."""
 
@@ -137,6 +156,7 @@ class Dataset:
     compatibility: str = "backward"
     on_drift: str = "quarantine"
     rules: tuple[Rule, ...] = ()
+    dedup: Dedup = field(default_factory=Dedup)
 
     @property
     def schema(self) -> SchemaVersion:
@@ -179,10 +199,12 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
     compatibility = decl.choice("compatibility", COMPATIBILITY, default="backward")
     on_drift = decl.choice("on_drift", ON_DRIFT, default="quarantine")
     rules = _rules(decl)
+    dedup = _dedup(decl.mapping("dedup")) if decl.has("dedup") else Dedup()
     decl.reject_unknown()
 
     versions = _load_versions(folder)
     current = versions[-1]
+    _check_dedup(dedup, current, decl_path)
     for index, col in enumerate(partition_by):
         if col not in current.names:
             raise ConfigError(
@@ -211,6 +233,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         compatibility=compatibility,
         on_drift=on_drift,
         rules=rules,
+        dedup=dedup,
     )
 
 
@@ -309,6 +332,59 @@ def _rules(decl: _Mapping) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _dedup(entry: _Mapping) -> Dedup:
+    scope = entry.choice("scope", DEDUP_SCOPES, default="table")
+    if scope == "window":
+        result = Dedup(scope, column=entry.string("column"), days=entry.integer("days"))
+    elif scope == "keys":
+        keys = tuple(entry.str_list("keys"))
+        if not keys:
+            raise ConfigError(f"{entry.path}: dedup.keys: expected at least one column")
+        result = Dedup(
+            scope,
+            keys=keys,
+            order_by=entry.string("order_by"),
+            keep=entry.choice("keep", ("latest",), default="latest"),
+        )
+    else:
+        result = Dedup()
+    entry.reject_unknown()
+    return result
+
+
+def _check_dedup(dedup: Dedup, current: SchemaVersion, path: Path) -> None:
+    """The columns ``dedup`` names exist, with types and nullability that make sense."""
+    columns = {c.name: c for c in current.columns}
+    wanted: list[tuple[str, str | None]] = [("column", dedup.column), ("order_by", dedup.order_by)]
+    wanted += [(f"keys[{i}]", k) for i, k in enumerate(dedup.keys)]
+    for key, name in wanted:
+        if name is None:
+            continue
+        column = columns.get(name)
+        if column is None:
+            raise ConfigError(
+                f"{path}: dedup.{key}: unknown column {name!r} "
+                f"(columns of {current.path.name}: {', '.join(current.names)})"
+            )
+        complex_type = isinstance(column.dtype, T.ArrayType | T.MapType | T.StructType)
+        if complex_type or isinstance(column.dtype, T.BinaryType):
+            raise ConfigError(
+                f"{path}: dedup.{key}: column {name!r} of type {column.dtype.simpleString()} "
+                "cannot be compared"
+            )
+        if key == "column" and not isinstance(
+            column.dtype, T.DateType | T.TimestampType | T.TimestampNTZType
+        ):
+            raise ConfigError(
+                f"{path}: dedup.column: {name!r} must be a date or timestamp column, "
+                f"not {column.dtype.simpleString()}"
+            )
+        if key != "order_by" and column.nullable:
+            raise ConfigError(
+                f"{path}: dedup.{key}: column {name!r} must be declared nullable: false"
+            )
+
+
 def _csv_options(csv: _Mapping) -> CsvOptions:
     defaults = CsvOptions()
     options = CsvOptions(
@@ -395,6 +471,13 @@ class _Mapping:
         if value not in options:
             raise self._fail(key, f"expected one of {', '.join(options)}, got {value!r}")
         return str(value)
+
+    def integer(self, key: str) -> int:
+        """A positive whole number."""
+        value = self.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        raise self._fail(key, f"expected a positive whole number, got {value!r}")
 
     def size(self, key: str, default: int) -> int:
         """A byte count: an integer, or a string such as ``64MiB`` or ``10 GB``."""

@@ -30,11 +30,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines import __version__, evolution, files, lake, ledger, reading, rules, storage, validate
@@ -64,8 +64,9 @@ R = TypeVar("R")
 # The counts a run's table commit carries in its metadata (with rows_written, from the commit).
 RUN_COUNTS = ("rows_read", "rows_duplicate", "rows_quarantined", "rows_dropped")
 # Summary fields kept in the run log's ``details`` JSON.
-DETAILS = ("rules", "drift", "rows_released")
+DETAILS = ("rules", "drift", "rows_released", "rows_updated")
 BROADCAST_REPEATED_MAX = 2_000_000  # 16-byte hashes: about 32 MB on each executor
+BROADCAST_BATCH_MAX = 4_000_000  # a batch's distinct hashes sent to every task of the lookup
 
 
 @dataclass
@@ -387,10 +388,11 @@ def _ingest_rows(
     t0: float,
 ) -> None:
     now = F.lit(datetime.now(UTC))
+    since = window_start(spark, dataset, out.table)
     records = (
         _checked(lambda: reading.read_raw(spark, dataset, uris, layouts))
         .transform(lambda df: validate.with_typed_values(df, dataset))
-        .transform(lambda df: validate.with_rules(df, dataset))
+        .transform(lambda df: validate.with_rules(df, dataset, since))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
@@ -419,7 +421,7 @@ def _ingest_rows(
         out.rows_dropped = dropped
 
         valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
-        _write_new_rows(spark, dataset, valid, bad, out, held, change, now, t0)
+        _write_new_rows(spark, dataset, valid, bad, out, held, change, now, t0, since)
     finally:
         records.unpersist()
 
@@ -479,6 +481,21 @@ def _first_located(records: DataFrame, condition: Column) -> str:
     return f"in {row[0]} row {row[1]}" + (f" ({row[2]})" if row[2] else "")
 
 
+def window_start(spark: SparkSession, dataset: Dataset, uri: str) -> Any:
+    """Under ``dedup: window``, the oldest value a new record may have: ``days`` before the
+    newest value already in the table (from Delta's statistics; None for an empty table)."""
+    dedup = dataset.dedup
+    if dedup.scope != "window" or dedup.column is None:
+        return None
+    table = lake.read_if_data(spark, uri)
+    if table is None:
+        return None
+    newest = table.agg(F.max(col(dedup.column))).first()
+    if newest is None or newest[0] is None:
+        return None
+    return newest[0] - timedelta(days=dedup.days)
+
+
 def _write_new_rows(
     spark: SparkSession,
     dataset: Dataset,
@@ -489,12 +506,19 @@ def _write_new_rows(
     change: evolution.Evolution | None,
     now: Column,
     t0: float,
+    since: Any = None,
 ) -> None:
-    """Drop duplicates (in the batch, against the table), append the rest in one commit."""
+    """Drop duplicates (in the batch, against the table), write the rest in one commit.
+
+    The lookup against the table reads its hash column only (Parquet column pruning), joined
+    with the batch's distinct hashes broadcast to every task: the table side is streamed, never
+    shuffled. Under ``dedup: window`` only the files of the window are read (``since``).
+    """
     # The plan is made on the hashes alone (a narrow shuffle): how many rows repeat inside
     # the batch and how many are already in the table. Only then are the rows themselves
     # read once more, from the cache, to be written.
     copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
+    known: DataFrame | None = None
     try:
         plan = _checked(
             lambda: copies.agg(
@@ -503,12 +527,20 @@ def _write_new_rows(
             ).collect()[0]
         )
         existing = lake.read_if_data(spark, out.table)
-        known = (
-            0
-            if existing is None
-            else _checked(copies.join(existing, on=CONTENT_HASH, how="left_semi").count)
-        )
-        pending = int(plan["distinct"]) - known
+        if existing is not None and since is not None and dataset.dedup.column is not None:
+            existing = existing.filter(col(dataset.dedup.column) >= F.lit(since))
+        found = 0
+        if existing is not None:
+            batch = copies.select(CONTENT_HASH)
+            if plan["distinct"] <= BROADCAST_BATCH_MAX:
+                batch = F.broadcast(batch)
+            known = (
+                existing.select(CONTENT_HASH)
+                .join(batch, on=CONTENT_HASH, how="left_semi")
+                .persist(StorageLevel.MEMORY_AND_DISK)
+            )
+            found = _checked(known.count)
+        pending = int(plan["distinct"]) - found
         progress(f"{pending:,} new rows after dedup at {time.monotonic() - t0:.1f}s")
         # Duplicates: valid rows repeated in the batch or already in the table, and refused
         # rows already in the quarantine.
@@ -517,25 +549,72 @@ def _write_new_rows(
         # Few repeated hashes (the usual case): broadcast them, shuffle only their rows.
         repeated = copies.filter(col("_copies") > 1).select(CONTENT_HASH)
         small = repeated if plan["repeated"] <= BROADCAST_REPEATED_MAX else None
-        new_rows = (
-            valid.transform(lambda df: validate.first_of_each_hash(df, small))
-            .transform(lambda df: validate.not_in(df, existing, CONTENT_HASH))
-            .transform(lambda df: validate.table_rows(df, dataset, out.run_id, now))
-        )
-        if pending:
+        firsts = valid.transform(lambda df: validate.first_of_each_hash(df, small))
+        if known is not None and found:
+            seen = F.broadcast(known) if found <= BROADCAST_REPEATED_MAX else known
+            firsts = firsts.join(seen, on=CONTENT_HASH, how="left_anti")
+        new_rows = firsts.transform(lambda df: validate.table_rows(df, dataset, out.run_id, now))
+        if dataset.dedup.scope == "keys":
+            _upsert(spark, dataset, new_rows, pending, out, held, change)
+        elif pending:
             held.check()
             merge = _prepare_table(spark, out.table, dataset, change)
             progress(f"writing {pending:,} new rows to {out.table}")
-            notes: dict[str, Any] = {key: getattr(out, key) for key in RUN_COUNTS}
-            notes["schema_version"] = dataset.schema.version
             commit = _checked(
-                lambda: lake.append(new_rows, out.table, out.run_id, notes, merge_schema=merge)
+                lambda: lake.append(
+                    new_rows, out.table, out.run_id, _notes(dataset, out), merge_schema=merge
+                )
             )
             # From the Delta commit itself: accounting checks it wrote exactly the plan.
             out.rows_written = commit.rows
             _add_constraints(spark, out.table, dataset)
     finally:
         copies.unpersist()
+        if known is not None:
+            known.unpersist()
+
+
+def _notes(dataset: Dataset, out: Summary) -> dict[str, Any]:
+    """What a run's data commit carries in its metadata: the run's counts, schema version."""
+    notes: dict[str, Any] = {key: getattr(out, key) for key in RUN_COUNTS}
+    notes["schema_version"] = dataset.schema.version
+    return notes
+
+
+def _upsert(
+    spark: SparkSession,
+    dataset: Dataset,
+    rows: DataFrame,
+    pending: int,
+    out: Summary,
+    held: leases.Lease,
+    change: evolution.Evolution | None,
+) -> None:
+    """``dedup: keys``: the newest record of each key (by ``order_by``, then content hash)
+    replaces the table's row for that key if it is newer, or is inserted if the key is new;
+    one MERGE commit. Everything else is a duplicate (superseded)."""
+    dedup = dataset.dedup
+    order = dedup.order_by or ""
+    newest = Window.partitionBy(*[col(k) for k in dedup.keys]).orderBy(
+        col(order).desc_nulls_last(), col(CONTENT_HASH).desc()
+    )
+    latest = rows.withColumn("_nth", F.row_number().over(newest)).filter("_nth = 1").drop("_nth")
+    if not pending:
+        return
+    held.check()
+    merge = _prepare_table(spark, out.table, dataset, change)
+    progress(f"upserting up to {pending:,} rows into {out.table} by {', '.join(dedup.keys)}")
+    commit = _checked(
+        lambda: lake.upsert(
+            latest, out.table, dedup.keys, order, out.run_id, _notes(dataset, out), merge
+        )
+    )
+    out.rows_written = commit.rows
+    updated = int(commit.notes.get("rows_updated", 0))
+    out.extra["rows_updated"] = updated
+    # Rows of the batch that lost to a newer record (in the batch or the table): duplicates.
+    out.rows_duplicate += pending - out.rows_written
+    _add_constraints(spark, out.table, dataset)
 
 
 def _checked(action: Callable[[], R]) -> R:

@@ -119,6 +119,48 @@ def append(
     return commit_of(frame.sparkSession, uri, run_id)
 
 
+def upsert(
+    frame: DataFrame,
+    uri: str,
+    keys: Sequence[str],
+    order_by: str,
+    run_id: str,
+    notes: dict[str, Any],
+    merge_schema: bool = False,
+) -> Commit:
+    """MERGE ``frame`` into the table by ``keys``: a row replaces the table's row with the same
+    keys when its ``order_by`` value is greater (or the table's is null), and is inserted when
+    its keys are new. One commit, tagged like :func:`append`; ``rows`` counts inserted plus
+    updated rows, ``notes["rows_updated"]`` the updated ones."""
+    spark = frame.sparkSession
+    metadata = json.dumps({"run_id": run_id, **notes}, sort_keys=True)
+    on = " AND ".join(f"t.{_quoted(k)} <=> s.{_quoted(k)}" for k in keys)
+    new, old = f"s.{_quoted(order_by)}", f"t.{_quoted(order_by)}"
+    newer = f"{new} > {old} OR ({old} IS NULL AND {new} IS NOT NULL)"
+    settings = {"spark.databricks.delta.commitInfo.userMetadata": metadata}
+    if merge_schema:
+        settings["spark.databricks.delta.schema.autoMerge.enabled"] = "true"
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        (
+            DeltaTable.forPath(spark, uri)
+            .alias("t")
+            .merge(frame.alias("s"), on)
+            .whenMatchedUpdateAll(condition=newer)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    finally:
+        for key in settings:
+            spark.conf.unset(key)
+    return commit_of(spark, uri, run_id)
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def alter(spark: SparkSession, uri: str, statement: str) -> None:
     """``ALTER TABLE <uri> <statement>``: one metadata-only commit."""
     location = _location(uri).replace("`", "``")
@@ -148,10 +190,10 @@ def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Co
     """The commit a run made to a table (found by the run id in its userMetadata), or none."""
     history = DeltaTable.forPath(spark, uri).history(depth)
     rows = (
-        # Appends only: a replay's MERGE into the quarantine carries its run id too.
+        # Not a replay's marking of the quarantine (a MERGE that also names its run).
         history.filter(F.get_json_object("userMetadata", "$.run_id") == run_id)
-        .filter(history.operation == "WRITE")
-        .select("version", "operationMetrics", "userMetadata")
+        .filter(F.get_json_object("userMetadata", "$.marks").isNull())
+        .select("version", "operation", "operationMetrics", "userMetadata")
         .orderBy(history.version.desc())
         .limit(1)
         .collect()
@@ -159,11 +201,14 @@ def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Co
     if not rows:
         return Commit(version=None, rows=0)
     metrics = rows[0]["operationMetrics"] or {}
-    return Commit(
-        version=int(rows[0]["version"]),
-        rows=int(metrics.get("numOutputRows", 0)),
-        notes=json.loads(rows[0]["userMetadata"]),
-    )
+    notes = json.loads(rows[0]["userMetadata"])
+    if rows[0]["operation"] == "MERGE":  # an upsert: it rewrites files, so count its changes
+        updated = int(metrics.get("numTargetRowsUpdated", 0))
+        notes["rows_updated"] = updated
+        return Commit(
+            int(rows[0]["version"]), int(metrics.get("numTargetRowsInserted", 0)) + updated, notes
+        )
+    return Commit(int(rows[0]["version"]), int(metrics.get("numOutputRows", 0)), notes)
 
 
 def has_data(spark: SparkSession, uri: str) -> bool:

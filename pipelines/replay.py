@@ -21,6 +21,7 @@ minus the sum of the replays' ``rows_released``.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -213,7 +214,10 @@ def _parsed(chosen: DataFrame, dataset: Dataset) -> DataFrame:
 
 def _mark(spark: SparkSession, uri: str, released: DataFrame, run_id: str, now: datetime) -> None:
     """Mark the released records in the quarantine (one MERGE commit, tagged with the run)."""
-    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", f'{{"run_id": "{run_id}"}}')
+    spark.conf.set(
+        "spark.databricks.delta.commitInfo.userMetadata",
+        json.dumps({"run_id": run_id, "marks": "replayed"}),
+    )
     try:
         (
             DeltaTable.forPath(spark, uri)

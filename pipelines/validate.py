@@ -156,7 +156,7 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     )
 
 
-def with_rules(frame: DataFrame, dataset: Dataset) -> DataFrame:
+def with_rules(frame: DataFrame, dataset: Dataset, window_start: Any = None) -> DataFrame:
     """Evaluate the dataset's row rules on valid records: ``_rules`` (the names of the rules a
     record failed, else null), ``_dropped``, and ``_reason`` for ``quarantine``/``fail`` rules.
 
@@ -165,6 +165,7 @@ def with_rules(frame: DataFrame, dataset: Dataset) -> DataFrame:
     The raw record is kept for refused records only: the frame that a run keeps in memory
     stays as narrow as the table.
     """
+    frame = _outside_window(frame, dataset, window_start)
     if not dataset.rules:
         return _raw_of_refused(
             frame.withColumn(RULES, F.lit(None).cast("array<string>")).withColumn(
@@ -197,6 +198,23 @@ def with_rules(frame: DataFrame, dataset: Dataset) -> DataFrame:
         F.coalesce((F.size(refusing) == 0) & (F.size(dropping) > 0), F.lit(False)).alias(DROPPED),
     )
     return _raw_of_refused(ruled)
+
+
+def _outside_window(frame: DataFrame, dataset: Dataset, start: Any) -> DataFrame:
+    """Under ``dedup: window``, refuse a record older than the window: it cannot be checked
+    against the table's older rows, so it is neither written unchecked nor dropped."""
+    name = dataset.dedup.column
+    if start is None or name is None:
+        return frame
+    index = dataset.schema.names.index(name)
+    value = col(typed_col(index))
+    days = dataset.dedup.days
+    why = F.lit(
+        f"column {name}: before the dedup window, which starts at {start} "
+        f"({days} days before the newest {name} in the table)"
+    )
+    outside = col(REASON).isNull() & ~col(BLANK) & (value < F.lit(start))
+    return frame.withColumn(REASON, F.when(outside, why).otherwise(col(REASON)))
 
 
 def _raw_of_refused(frame: DataFrame) -> DataFrame:
