@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ingest)
     _schema_verbs(verbs)
     _quarantine_verbs(verbs)
+    _verify_verb(verbs)
     return parser
 
 
@@ -193,6 +194,40 @@ def _quarantine_verbs(verbs: Any) -> None:
     _common(replay)
 
 
+def _verify_verb(verbs: Any) -> None:
+    verify = verbs.add_parser(
+        "verify",
+        help="check a dataset's table: unique hashes, hashes that match the rows, accounting",
+        description=(
+            "Check that no content hash appears twice in the table, that stored content "
+            "hashes match the rows (a sample, or every row with --full), and that the run "
+            "log's row counts add up to the table. Exit 3 names the first problems."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("dataset", help="dataset name")
+    how_many = verify.add_mutually_exclusive_group()
+    how_many.add_argument("--full", action="store_true", help="recompute the hash of every row")
+    how_many.add_argument(
+        "--sample",
+        metavar="N",
+        type=_positive,
+        help="recompute the hashes of N random rows (default 10000)",
+    )
+    _common(verify)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of rows, got {text!r}")
+    return value
+
+
 def _setting(flag: float | None, variable: str, default: float) -> float:
     """A number of seconds: the flag, else the environment variable, else the default."""
     if flag is not None:
@@ -264,6 +299,8 @@ def _main(args_list: list[str]) -> int:
             return _schema(args, settings)
         if args.verb == "quarantine":
             return _quarantine(args, settings)
+        if args.verb == "verify":
+            return _verify(args, settings)
         raise _UsageError(f"lakeshard: unknown command {args.verb!r}")
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -352,6 +389,25 @@ def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
         spark, settings, dataset, args.reason, args.rule, _lease_options(args)
     )
     _emit(summary.as_json(), args.json, _print_summary)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import verify
+    from pipelines.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    spark = get_spark(settings.master)
+    options = verify.Options(sample=args.sample or verify.DEFAULT_SAMPLE, full=args.full)
+    report = verify.verify(spark, settings, dataset, options)
+    _emit(report, args.json, verify.print_report)
+    if not report["ok"]:
+        shown = "; ".join(verify.problems(report))
+        print(f"error: {dataset.name}: the table fails verification: {shown}", file=sys.stderr)
+        return EXIT_POLICY
     return EXIT_OK
 
 
