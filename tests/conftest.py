@@ -106,3 +106,33 @@ def conformance() -> Path:
             "copy of the shared corpora to run these tests"
         )
     return CONFORMANCE
+
+
+@pytest.fixture(autouse=True)
+def every_table_verifies(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """After each test, `lakeshard verify` passes on every local table the test wrote (unique
+    content hashes, a sample of them recomputed, the run log's accounting)."""
+    yield
+    if request.node.get_closest_marker("unverified") or "spark" not in request.fixturenames:
+        return
+    from pipelines import verify as verifying
+    from pipelines.datasets import load_dataset
+    from pipelines.errors import ConfigError
+    from pipelines.settings import resolve_settings
+
+    spark = request.getfixturevalue("spark")
+    for log in sorted(tmp_path.glob("**/tables/*/_delta_log")):
+        table = log.parent
+        lake_dir = table.parent.parent
+        for schemas in (lake_dir.parent / "schemas", tmp_path / "schemas", SCHEMAS):
+            if (schemas / table.name / "dataset.yaml").is_file():
+                break
+        else:
+            continue  # a table of a dataset declared elsewhere (none in this suite)
+        try:
+            dataset = load_dataset(schemas, table.name)
+        except ConfigError:
+            continue  # a test that ends with a broken declaration on purpose
+        settings = resolve_settings(lake=str(lake_dir), schemas=str(schemas))
+        report = verifying.verify(spark, settings, dataset, verifying.Options(sample=500))
+        assert report["ok"], f"verify {table}: {verifying.problems(report)}"
