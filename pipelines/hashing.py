@@ -33,6 +33,7 @@ All integers are little-endian. The hash is ``xxh3_128(encoding, seed=0)`` as 16
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,11 @@ _TRAILING_ZEROS = r"(\.[0-9]*?)0+$"
 
 def _encode_decimal(array: pa.Array) -> pa.Array:
     text = pc.cast(array, pa.string())  # plain notation, scale digits: "-1.500", "0.00"
+    if pc.any(pc.match_substring(text, "E")).as_py():
+        # Except below 1e-6 at scale > 6, where Arrow writes "1.0E-7" and "0E-7" (as Java's
+        # BigDecimal.toString does); Python's "f" format gives the plain form, "0.00000010".
+        plain = [None if s is None else format(Decimal(s), "f") for s in text.to_pylist()]
+        text = pa.array(plain, pa.string())
     has_point = pc.match_substring(text, ".")
     trimmed = pc.replace_substring_regex(text, _TRAILING_ZEROS, r"\1")
     trimmed = pc.if_else(has_point, pc.utf8_rtrim(trimmed, "."), text)
