@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pyspark.sql import types as T
 
+from pipelines.compat import MODES
 from pipelines.errors import ConfigError
 from pipelines.types import TypeParseError, parse_type
 
@@ -24,15 +25,7 @@ FORMATS = ("csv", "json", "parquet")
 ENCODINGS = ("utf-8", "utf-16", "utf-16le", "utf-16be", "latin-1", "cp1252")
 ON_CHANGED_FILE = ("reject", "reingest")
 # Schema registries' compatibility modes (see pipelines.compat); backward is their default too.
-COMPATIBILITY = (
-    "backward",
-    "backward_transitive",
-    "forward",
-    "forward_transitive",
-    "full",
-    "full_transitive",
-    "none",
-)
+COMPATIBILITY = MODES
 # What happens to a record whose fields do not fit the declared schema (unknown fields, values
 # of another type): see README "Schema drift". quarantine loses nothing and keeps the table clean.
 ON_DRIFT = ("quarantine", "rescue", "ignore", "fail")
