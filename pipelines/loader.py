@@ -30,7 +30,7 @@ import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -221,22 +221,22 @@ class ShardLoader:
             yield table
 
     def _worker_batches(self, first: int, worker: int, workers: int) -> Iterator[pa.Table]:
-        steps = [i for i in range(first, self._steps()) if (i - first) % workers == worker]
+        steps = range(first + worker, self._steps(), workers)
         if not steps:
             return
         epoch = _Epoch(self)
-        plans = [epoch.pieces(step) for step in steps]
-        order = _dedupe([(piece.lane, piece.window) for plan in plans for piece in plan])
+        order = _dedupe(
+            (piece.lane, piece.window) for step in steps for piece in epoch.pieces(step)
+        )
         with _Prefetcher(epoch, order, self.prefetch) as windows:
-            for plan in plans:
-                yield pa.concat_tables(
-                    [
-                        windows.get(piece.lane, piece.window).slice(
-                            piece.start, piece.stop - piece.start
-                        )
-                        for piece in plan
-                    ]
-                ).combine_chunks()
+            for step in steps:
+                parts = [
+                    windows.get(piece.lane, piece.window).slice(
+                        piece.start, piece.stop - piece.start
+                    )
+                    for piece in epoch.pieces(step)
+                ]
+                yield pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
 
 
 class _Epoch:
@@ -366,7 +366,7 @@ class _Epoch:
 class _Prefetcher:
     """Loads windows in the order they will be needed, at most ``depth`` ahead, on one thread."""
 
-    def __init__(self, epoch: _Epoch, order: list[tuple[int, int]], depth: int) -> None:
+    def __init__(self, epoch: _Epoch, order: Iterator[tuple[int, int]], depth: int) -> None:
         self.epoch, self.order = epoch, order
         self.ready: queue.Queue[tuple[tuple[int, int], pa.Table | BaseException]] = queue.Queue(
             depth
@@ -448,12 +448,13 @@ def _permutation(n: int, *key: int) -> np.ndarray:
     return np.argsort(bits, kind="stable")
 
 
-def _dedupe(keys: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+def _dedupe(keys: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The keys without consecutive repeats, lazily (an epoch can have millions of steps)."""
+    last = None
     for key in keys:
-        if not out or out[-1] != key:
-            out.append(key)
-    return out
+        if key != last:
+            yield key
+            last = key
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
