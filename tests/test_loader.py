@@ -24,7 +24,7 @@ def export(tmp_path: Path) -> Path:
     return tmp_path / "export"
 
 
-def loaders(export: Path, world: int, batch: int, **kwargs: Any) -> list[ShardLoader]:
+def loaders(export: Path | str, world: int, batch: int, **kwargs: Any) -> list[ShardLoader]:
     return [
         ShardLoader(str(export), batch_size=batch, rank=r, world_size=world, **kwargs)
         for r in range(world)
@@ -164,3 +164,16 @@ def test_the_state_is_small_json(export: Path) -> None:
     text = json.dumps(loader.state_dict())
     assert len(text) < 600
     assert json.loads(text)["position"] == 4
+
+
+@pytest.mark.s3
+def test_reads_an_export_from_the_s3_server_as_from_disk(export: Path, s3: dict[str, str]) -> None:
+    from pipelines.storage import s3_client
+
+    client = s3_client()
+    for path in sorted(export.rglob("*")):
+        if path.is_file():
+            key = f"{s3['prefix']}/export/{path.relative_to(export)}"
+            client.put_object(Bucket="lake", Key=key, Body=path.read_bytes())
+    remote = loaders(f"s3://lake/{s3['prefix']}/export", world=2, batch=6, seed=4)
+    assert global_order(remote) == global_order(loaders(export, world=2, batch=6, seed=4))
