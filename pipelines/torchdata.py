@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,16 @@ class TrackedDataLoader:
         if "batch_size" in kwargs or "shuffle" in kwargs or "sampler" in kwargs:
             raise ValueError(
                 "the loader batches and shuffles itself: drop batch_size/shuffle/sampler"
+            )
+        workers = max(int(kwargs["num_workers"]), 1)
+        if loader.layout.lanes == loader.world_size * max(loader.num_workers, 1) and (
+            workers != max(loader.num_workers, 1)
+        ):
+            warnings.warn(
+                f"ShardLoader was built for num_workers={loader.num_workers}; with {workers} "
+                "DataLoader workers they share lanes and decode the same rows more than once: "
+                "pass the same num_workers to ShardLoader",
+                stacklevel=2,
             )
         self.loader, self.kwargs = loader, kwargs
 

@@ -144,3 +144,9 @@ def test_ddp_ranks_see_each_row_once_per_epoch_and_resume_exactly(
     fewer = tmp_path / "fewer-ranks"
     assert train(export, fewer, 2, 6, "--resume", str(state)) == [0, 0]
     assert head + steps_of(fewer, 2) == whole
+
+
+def test_a_dataloader_with_other_worker_counts_is_warned_about(export: Path) -> None:
+    loader = ShardLoader(str(export), batch_size=4, num_workers=0)
+    with pytest.warns(UserWarning, match="built for num_workers=0; with 2 DataLoader workers"):
+        loader.dataloader(num_workers=2)
