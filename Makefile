@@ -49,6 +49,8 @@ bench: env ## benchmarks: ratios against a baseline measured in the same run
 	$(PY) bench/ingest_overhead.py
 	$(PY) bench/ledger.py
 	$(PY) bench/dedup.py
+	$(PY) bench/loader.py
+	$(PY) bench/gpu_feed.py
 
 large: env ## ingest a generated 3 GB input as a user would; print time and peak memory
 	LAKESHARD_DRIVER_MEMORY=$${LAKESHARD_DRIVER_MEMORY:-10g} $(PY) bench/large_input.py
