@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _schema_verbs(verbs)
     _quarantine_verbs(verbs)
     _verify_verb(verbs)
+    _export_verb(verbs)
     return parser
 
 
@@ -218,6 +219,129 @@ def _verify_verb(verbs: Any) -> None:
     _common(verify)
 
 
+_EXPORT_EXAMPLES = """\
+examples:
+  lakeshard export events --shards 8
+  lakeshard export events --shards 64 --version 12 --split train=0.98,val=0.02 --seed 1
+  lakeshard export events --shards 16 --columns event_id,kind,amount --where "amount > 0" \\
+      --out s3://lake/exports/events/purchases --json
+  spark-submit jobs/export.py events --shards 256 --lake s3a://lake/prod --json
+
+Each split gets N shards, <out>/<split>/shard-00000-of-0000N.parquet, whose row counts differ
+by at most one, and <out>/manifest.json (written last) lists them with their rows, bytes and
+SHA-256. A record's split follows its content hash, not the seed: it stays in its split
+across re-exports and as the table grows. The seed picks the order of rows and which shard
+each goes to. The same arguments give the same bytes again; an --out that holds an export
+with other arguments is refused (exit 3).
+
+"""
+
+
+def _export_verb(verbs: Any) -> None:
+    export = verbs.add_parser(
+        "export",
+        help="write a pinned table version as N Parquet shards plus a manifest, for training",
+        description=(
+            "Pin a version of the dataset's table and write it as N Parquet shards per split "
+            "(zstd, fixed-size row groups), each a balanced, shuffled, uniform sample of its "
+            "split, plus a JSON manifest for pipelines.loader."
+        ),
+        epilog=_EXPORT_EXAMPLES + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("dataset", help="dataset name")
+    export.add_argument(
+        "--shards",
+        metavar="N",
+        type=_shard_count,
+        required=True,
+        help="shards per split (1 to 65536)",
+    )
+    export.add_argument(
+        "--version",
+        metavar="V",
+        type=_version,
+        help="table version to export (default: the latest)",
+    )
+    export.add_argument(
+        "--out",
+        metavar="URI",
+        help="folder for the shards and manifest.json: a path, file://, s3:// or s3a:// URI "
+        "(default: <lake>/exports/<dataset>/v<V>)",
+    )
+    export.add_argument(
+        "--columns",
+        metavar="A,B,...",
+        type=_names,
+        help="columns to export, in this order (default: every column not starting with _); "
+        "_content_hash is always added",
+    )
+    export.add_argument(
+        "--where",
+        metavar="SQL",
+        help="export only the rows for which this Spark SQL condition is true",
+    )
+    export.add_argument(
+        "--split",
+        metavar="NAME=F,...",
+        default="train=1",
+        help="splits and their fractions, summing to 1, e.g. train=0.98,val=0.02 (default "
+        "train=1); a record's split follows its content hash",
+    )
+    export.add_argument(
+        "--seed",
+        metavar="S",
+        type=_seed,
+        default=0,
+        help="picks the rows' order and shards, not their split (default 0)",
+    )
+    export.add_argument(
+        "--row-group-rows",
+        metavar="N",
+        type=_positive,
+        help="rows per Parquet row group (default: about 8 MiB of compressed data, from the "
+        "table's bytes per row, within 1024 to 131072)",
+    )
+    _common(export)
+
+
+def _shard_count(text: str) -> int:
+    from pipelines.export import MAX_SHARDS
+
+    value = _integer(text, "a number of shards")
+    if not 1 <= value <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SHARDS} shards, got {text!r}")
+    return value
+
+
+def _version(text: str) -> int:
+    value = _integer(text, "a table version")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a table version (0 or more), got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text, "a seed")
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a 64-bit seed, got {text!r}")
+    return value
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -301,6 +425,8 @@ def _main(args_list: list[str]) -> int:
             return _quarantine(args, settings)
         if args.verb == "verify":
             return _verify(args, settings)
+        if args.verb == "export":
+            return _export(args, settings)
         raise _UsageError(f"lakeshard: unknown command {args.verb!r}")
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -408,6 +534,34 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         shown = "; ".join(verify.problems(report))
         print(f"error: {dataset.name}: the table fails verification: {shown}", file=sys.stderr)
         return EXIT_POLICY
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import export
+    from pipelines.datasets import load_dataset
+    from pipelines.manifest import parse_split
+    from pipelines.spark import get_spark
+    from pipelines.storage import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    parse_split(args.split)  # a bad --split fails before Spark starts
+    check_lake_reachable(settings.lake)
+    if args.out and args.out.startswith(("s3://", "s3a://")):
+        check_lake_reachable(args.out)
+    spark = get_spark(settings.master)
+    options = export.Options(
+        shards=args.shards,
+        version=args.version,
+        out=args.out,
+        columns=args.columns,
+        where=args.where,
+        split=args.split,
+        seed=args.seed,
+        row_group_rows=args.row_group_rows,
+    )
+    summary = export.export(spark, settings, dataset.name, options)
+    _emit(summary, args.json, export.print_summary)
     return EXIT_OK
 
 
