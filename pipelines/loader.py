@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,7 @@ from pipelines.manifest import HASH_COLUMN, MANIFEST, Manifest, Shard
 STATE_FORMAT = "lakeshard-loader/1"
 REMAINDERS = ("drop", "pad")
 DEFAULT_WINDOW_ROWS = 65536
+Batch: TypeAlias = pa.Table | dict[str, np.ndarray]  # Arrow, or column name -> NumPy array
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,15 @@ class ShardLoader:
         return self._steps()
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for table in self._iterate(worker=0, workers=1):
-            yield to_numpy(table)
+        for batch in self._iterate(worker=0, workers=1, numpy=True):
+            assert isinstance(batch, dict)
+            yield batch
 
     def iter_arrow(self) -> Iterator[pa.Table]:
         """The same batches as Arrow tables."""
-        yield from self._iterate(worker=0, workers=1)
+        for batch in self._iterate(worker=0, workers=1, numpy=False):
+            assert isinstance(batch, pa.Table)
+            yield batch
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` (its own order); the current epoch keeps its position (a resume)."""
@@ -213,37 +217,37 @@ class ShardLoader:
     def _advance(self) -> None:
         self.position += self.layout.global_batch
 
-    def _iterate(self, worker: int, workers: int) -> Iterator[pa.Table]:
+    def _iterate(self, worker: int, workers: int, numpy: bool) -> Iterator[Batch]:
         first = self._begin()
-        for table in self._worker_batches(first, worker, workers):
+        for batch in self._worker_batches(first, worker, workers, numpy):
             if workers == 1:
                 self._advance()
-            yield table
+            yield batch
 
-    def _worker_batches(self, first: int, worker: int, workers: int) -> Iterator[pa.Table]:
+    def _worker_batches(
+        self, first: int, worker: int, workers: int, numpy: bool = True
+    ) -> Iterator[Batch]:
         steps = range(first + worker, self._steps(), workers)
         if not steps:
             return
-        epoch = _Epoch(self)
+        epoch = _Epoch(self, numpy)
         order = _dedupe(
             (piece.lane, piece.window) for step in steps for piece in epoch.pieces(step)
         )
         with _Prefetcher(epoch, order, self.prefetch) as windows:
             for step in steps:
                 parts = [
-                    windows.get(piece.lane, piece.window).slice(
-                        piece.start, piece.stop - piece.start
-                    )
+                    _cut(windows.get(piece.lane, piece.window), piece.start, piece.stop)
                     for piece in epoch.pieces(step)
                 ]
-                yield pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+                yield parts[0] if len(parts) == 1 else _join(parts)
 
 
 class _Epoch:
     """One epoch's order, computed from the loader's settings alone."""
 
-    def __init__(self, loader: ShardLoader) -> None:
-        self.loader = loader
+    def __init__(self, loader: ShardLoader, numpy: bool) -> None:
+        self.loader, self.numpy = loader, numpy
         self.layout = layout = loader.layout
         units = [
             (shard_index, group, rows)
@@ -292,16 +296,23 @@ class _Epoch:
             min(self.layout.window_rows, self.lane_rows[lane] - window * self.layout.window_rows)
         )
 
-    def load_window(self, lane: int, window: int) -> pa.Table:
-        """A lane's window, read from its row groups and shuffled."""
+    def load_window(self, lane: int, window: int) -> Batch:
+        """A lane's window, read from its row groups and shuffled.
+
+        For NumPy batches the window is converted once and shuffled with NumPy (which moves
+        pointers for text, not the text), so that each batch is a set of views: the same work
+        per row as converting a plain scan's row groups, plus one gather.
+        """
         size = self.window_size(lane, window)
         begin = int(self.lane_starts[lane]) + window * self.layout.window_rows
         table = pa.concat_tables(list(self._rows(begin, begin + size)))
+        order = None
         if self.loader.shuffle:
-            table = table.take(
-                _permutation(size, self.loader.seed, self.loader.epoch, 1, lane, window)
-            )
-        return table
+            order = _permutation(size, self.loader.seed, self.loader.epoch, 1, lane, window)
+        if not self.numpy:
+            return table if order is None else table.take(order)
+        columns = to_numpy(table)
+        return columns if order is None else {name: v[order] for name, v in columns.items()}
 
     def _rows(self, begin: int, end: int) -> Iterator[pa.Table]:
         """Rows ``[begin, end)`` of the epoch's sequence (past its end: from its start again)."""
@@ -363,16 +374,27 @@ class _Epoch:
         return self.files[shard_index]
 
 
+def _cut(window: Batch, start: int, stop: int) -> Batch:
+    if isinstance(window, pa.Table):
+        return window.slice(start, stop - start)
+    return {name: values[start:stop] for name, values in window.items()}
+
+
+def _join(parts: list[Batch]) -> Batch:
+    """One batch from pieces of several windows."""
+    if isinstance(parts[0], pa.Table):
+        return pa.concat_tables(parts).combine_chunks()
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
 class _Prefetcher:
     """Loads windows in the order they will be needed, at most ``depth`` ahead, on one thread."""
 
     def __init__(self, epoch: _Epoch, order: Iterator[tuple[int, int]], depth: int) -> None:
         self.epoch, self.order = epoch, order
-        self.ready: queue.Queue[tuple[tuple[int, int], pa.Table | BaseException]] = queue.Queue(
-            depth
-        )
+        self.ready: queue.Queue[tuple[tuple[int, int], Batch | BaseException]] = queue.Queue(depth)
         self.current: tuple[int, int] | None = None
-        self.table: pa.Table | None = None
+        self.table: Batch | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="lakeshard-prefetch", daemon=True)
 
@@ -390,7 +412,7 @@ class _Prefetcher:
     def _run(self) -> None:
         for key in self.order:
             try:
-                item: pa.Table | BaseException = self.epoch.load_window(*key)
+                item: Batch | BaseException = self.epoch.load_window(*key)
             except BaseException as exc:  # handed to the consumer, which raises it
                 item = exc
             while not self.stop.is_set():
@@ -402,7 +424,7 @@ class _Prefetcher:
             if self.stop.is_set() or isinstance(item, BaseException):
                 return
 
-    def get(self, lane: int, window: int) -> pa.Table:
+    def get(self, lane: int, window: int) -> Batch:
         """The window ``(lane, window)``: the current one, or the next in the order."""
         key = (lane, window)
         if key != self.current:

@@ -11,8 +11,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipelines.loader import to_numpy
-
 if TYPE_CHECKING:
     from pipelines.loader import ShardLoader
 
@@ -50,8 +48,9 @@ class ShardDataset(IterableDataset):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for table in self.loader._worker_batches(self.first, worker, workers):
-            yield to_tensors(to_numpy(table))
+        for batch in self.loader._worker_batches(self.first, worker, workers, numpy=True):
+            assert isinstance(batch, dict)
+            yield to_tensors(batch)
 
 
 class TrackedDataLoader:
