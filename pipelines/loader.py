@@ -296,19 +296,24 @@ class _Epoch:
             min(self.layout.window_rows, self.lane_rows[lane] - window * self.layout.window_rows)
         )
 
-    def load_window(self, lane: int, window: int) -> Batch:
-        """A lane's window, read from its row groups and shuffled.
+    def read_window(self, lane: int, window: int) -> pa.Table:
+        """A lane's window in sequence order, read from its row groups (one thread at a time:
+        it keeps the last row group read)."""
+        size = self.window_size(lane, window)
+        begin = int(self.lane_starts[lane]) + window * self.layout.window_rows
+        return pa.concat_tables(list(self._rows(begin, begin + size)))
+
+    def shape_window(self, lane: int, window: int, table: pa.Table) -> Batch:
+        """The window shuffled, as Arrow or as NumPy.
 
         For NumPy batches the window is converted once and shuffled with NumPy (which moves
         pointers for text, not the text), so that each batch is a set of views: the same work
         per row as converting a plain scan's row groups, plus one gather.
         """
-        size = self.window_size(lane, window)
-        begin = int(self.lane_starts[lane]) + window * self.layout.window_rows
-        table = pa.concat_tables(list(self._rows(begin, begin + size)))
         order = None
         if self.loader.shuffle:
-            order = _permutation(size, self.loader.seed, self.loader.epoch, 1, lane, window)
+            key = (self.loader.seed, self.loader.epoch, 1, lane, window)
+            order = _permutation(table.num_rows, *key)
         if not self.numpy:
             return table if order is None else table.take(order)
         columns = to_numpy(table)
@@ -410,19 +415,35 @@ class _Prefetcher:
         self.table = None
 
     def _run(self) -> None:
-        for key in self.order:
-            try:
-                item: Batch | BaseException = self.epoch.load_window(*key)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                item = exc
-            while not self.stop.is_set():
+        # A second thread reads (and decodes) window k + 1 while this one shapes window k.
+        with ThreadPoolExecutor(1, thread_name_prefix="lakeshard-read") as reader:
+            keys = iter(self.order)
+            key = next(keys, None)
+            reading = None if key is None else reader.submit(self.epoch.read_window, *key)
+            while key is not None and reading is not None:
+                following = next(keys, None)
+                ahead = None
+                if following is not None:
+                    ahead = reader.submit(self.epoch.read_window, *following)
                 try:
-                    self.ready.put((key, item), timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if self.stop.is_set() or isinstance(item, BaseException):
-                return
+                    item: Batch | BaseException = self.epoch.shape_window(*key, reading.result())
+                except BaseException as exc:  # handed to the consumer, which raises it
+                    item = exc
+                if not self._hand_over(key, item) or isinstance(item, BaseException):
+                    if ahead is not None:
+                        ahead.cancel()
+                    return
+                key, reading = following, ahead
+
+    def _hand_over(self, key: tuple[int, int], item: Batch | BaseException) -> bool:
+        """Queue a window for the consumer; False once the consumer has gone."""
+        while not self.stop.is_set():
+            try:
+                self.ready.put((key, item), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def get(self, lane: int, window: int) -> Batch:
         """The window ``(lane, window)``: the current one, or the next in the order."""
