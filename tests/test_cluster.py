@@ -1,4 +1,5 @@
-"""spark-submit jobs/ingest.py to a real standalone cluster (master + 2 workers), writing to S3."""
+"""spark-submit jobs/ingest.py and jobs/export.py to a real standalone cluster (master + 2
+workers), writing to S3."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines import sample
+from pipelines.loader import ShardLoader
 from tests.helpers import REPO, accounting_holds, last_json_line
 from tests.test_s3 import upload_folder
 
@@ -31,31 +33,17 @@ def test_spark_submit_to_the_standalone_cluster_writes_to_s3(
         PYSPARK_DRIVER_PYTHON=sys.executable,
         SPARK_LOCAL_IP="127.0.0.1",
     )
-    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    result = subprocess.run(
-        [
-            str(submit),
-            "--master",
-            str(spark_cluster_url["master"]),
-            "--conf",
-            "spark.executor.memory=768m",
-            "--conf",
-            "spark.ui.enabled=false",
-            "jobs/ingest.py",
-            "clicks",
-            f"s3a://raw/{prefix}/",
-            "--lake",
-            f"s3a://lake/{prefix}",
-            "--schemas",
-            "schemas",
-            "--json",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = submit(
+        spark_cluster_url,
+        env,
+        "jobs/ingest.py",
+        "clicks",
+        f"s3a://raw/{prefix}/",
+        "--lake",
+        f"s3a://lake/{prefix}",
+        "--schemas",
+        "schemas",
+        "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert s3["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
@@ -78,3 +66,52 @@ def test_spark_submit_to_the_standalone_cluster_writes_to_s3(
 
     table = spark.read.format("delta").load(summary["table"])
     assert table.count() == summary["rows_written"]
+
+    # Export on the cluster: the executors write the shards to S3 with pyarrow themselves.
+    exported = submit(
+        spark_cluster_url,
+        env,
+        "jobs/export.py",
+        "clicks",
+        "--shards",
+        "3",
+        "--split",
+        "train=0.8,val=0.2",
+        "--lake",
+        f"s3a://lake/{prefix}",
+        "--schemas",
+        "schemas",
+        "--json",
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    export = last_json_line(exported.stdout)
+    assert export["rows"] == summary["rows_written"]
+    assert export["manifest"].startswith(f"s3a://lake/{prefix}/exports/clicks/")
+    for name, rows in export["splits"].items():  # type: ignore[union-attr]
+        loader = ShardLoader(export["manifest"], batch_size=1, split=name, shuffle=False)
+        assert sum(len(batch["_content_hash"]) for batch in loader) == rows
+
+
+def submit(
+    cluster: dict[str, object], env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``spark-submit ARGS`` to the standalone cluster, as an operator would run it."""
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    return subprocess.run(
+        [
+            str(spark_submit),
+            "--master",
+            str(cluster["master"]),
+            "--conf",
+            "spark.executor.memory=768m",
+            "--conf",
+            "spark.ui.enabled=false",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
