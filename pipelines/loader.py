@@ -12,7 +12,7 @@ fixed at the first start, so every rank and every DataLoader worker computes the
 3. The epoch's global order takes ``block_rows`` rows from lane 0, then lane 1, ... round-robin.
 4. Global step ``i`` is the next ``batch_size * world_size`` rows of that order; rank ``r`` takes
    the ``r``-th ``batch_size`` of them; DataLoader worker ``w`` of ``K`` makes the rank's batches
-   ``w, w + K, ...`` (which is the order DataLoader hands them out in).
+   ``w, w + K, ...``, counted from where the iteration starts (the order DataLoader takes them in).
 
 With the default layout (``lanes = world_size * workers``, ``block_rows = batch_size``) every
 worker reads a lane of its own, so no two processes decode the same rows. The global order does not
@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import pyarrow as pa
@@ -130,14 +130,12 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for batch in self._iterate(worker=0, workers=1, numpy=True):
-            assert isinstance(batch, dict)
-            yield batch
+            yield cast(dict[str, np.ndarray], batch)
 
     def iter_arrow(self) -> Iterator[pa.Table]:
         """The same batches as Arrow tables."""
         for batch in self._iterate(worker=0, workers=1, numpy=False):
-            assert isinstance(batch, pa.Table)
-            yield batch
+            yield cast(pa.Table, batch)
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` (its own order); the current epoch keeps its position (a resume)."""
@@ -455,8 +453,7 @@ class _Prefetcher:
             if got != key:
                 raise RuntimeError(f"loader plan out of order: wanted window {key}, next is {got}")
             self.current, self.table = got, item
-        assert self.table is not None
-        return self.table
+        return cast(Batch, self.table)
 
 
 def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -49,8 +49,7 @@ class ShardDataset(IterableDataset):  # type: ignore[type-arg]
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for batch in self.loader._worker_batches(self.first, worker, workers, numpy=True):
-            assert isinstance(batch, dict)
-            yield to_tensors(batch)
+            yield to_tensors(cast(dict[str, np.ndarray], batch))
 
 
 class TrackedDataLoader:
