@@ -1,4 +1,5 @@
-"""``make demo``: generate the seeded sample, ingest it twice, show the tables and how to query.
+"""``make demo``: generate the seeded sample, ingest it twice, show the tables and how to query,
+export one for training and stream a batch of it.
 
 Runs on the embedded default: local Spark, the lake in ./lake, declarations in ./schemas.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines import cli, sample
 from pipelines.ingest import accounting_holds
@@ -16,18 +18,40 @@ from pipelines.settings import local_path, resolve_settings
 RAW = Path("build/demo/raw")
 
 
-def _ingest(dataset: str, folder: Path) -> dict[str, object]:
-    """Run ``lakeshard ingest DATASET FOLDER --json`` in this process; return its summary."""
+def _run(*args: str) -> dict[str, Any]:
+    """Run ``lakeshard ARGS --json`` in this process; return its summary."""
     from contextlib import redirect_stdout
     from io import StringIO
 
     captured = StringIO()
     with redirect_stdout(captured):
-        code = cli.main(["ingest", dataset, str(folder), "--json"])
+        code = cli.main([*args, "--json"])
     if code != 0:
         raise SystemExit(code)
-    summary: dict[str, object] = json.loads(captured.getvalue().strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(captured.getvalue().strip().splitlines()[-1])
     return summary
+
+
+def _ingest(dataset: str, folder: Path) -> dict[str, Any]:
+    return _run("ingest", dataset, str(folder))
+
+
+def _export_and_stream() -> None:
+    """Export the events table for training and read a first batch back as a trainer would."""
+    from pipelines.loader import ShardLoader
+
+    export = _run("export", "events", "--shards", "4", "--split", "train=0.9,val=0.1")
+    splits = ", ".join(f"{name} {rows}" for name, rows in export["splits"].items())
+    print(
+        f"\nexported events v{export['table_version']} for training: {export['rows']} rows "
+        f"({splits}), {export['shards']} shards per split\n  manifest: {export['manifest']}"
+    )
+    loader = ShardLoader(export["manifest"], batch_size=4, columns=["event_id", "kind"], seed=1)
+    batch = next(iter(loader))
+    print(
+        f"  ShardLoader (pyarrow + NumPy, no Spark): {len(loader)} batches of 4 per epoch; "
+        f"the first: event_id {batch['event_id'].tolist()}, kind {batch['kind'].tolist()}"
+    )
 
 
 def main() -> int:
@@ -63,6 +87,7 @@ def main() -> int:
     table = str(results["events"][1]["table"])
     quarantine = str(results["events"][1]["quarantine"])
     _show_with_deltalake(table, quarantine)
+    _export_and_stream()
     local = local_path(table)
     print("\nQuery the tables from a notebook:")
     print(f"""
