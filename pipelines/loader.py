@@ -272,7 +272,8 @@ class _Epoch:
         self.lane_starts = np.concatenate([[0], np.cumsum(lane_rows)[:-1]]).astype(np.int64)
         self.files: dict[int, pq.ParquetFile] = {}
         self.last: tuple[int, pa.Table] | None = None  # the last row group read, by unit
-        self.fs: pafs.FileSystem | None = None
+        self.fs: pafs.FileSystem | None = None  # the export's, made on first use
+        self.base = ""
 
     def pieces(self, step: int) -> list[_Piece]:
         """Which window slices make this rank's batch at global ``step``."""
@@ -366,8 +367,14 @@ class _Epoch:
     def _file(self, shard_index: int) -> pq.ParquetFile:
         if shard_index not in self.files:
             shard = self.loader.shards[shard_index]
-            uri = f"{self.loader.root}/{shard.path}" if self.loader.root else shard.path
-            fs, path = objectstore.filesystem(uri)
+            if self.loader.root:  # one filesystem for the export (an S3 client is not free)
+                if self.fs is None:
+                    self.fs, self.base = objectstore.filesystem(self.loader.root)
+                uri = f"{self.loader.root}/{shard.path}"
+                fs, path = self.fs, f"{self.base}/{shard.path}"
+            else:
+                uri = shard.path
+                fs, path = objectstore.filesystem(uri)
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound or info.size != shard.bytes:
                 raise ValueError(_changed(uri, shard, info))
