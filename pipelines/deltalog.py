@@ -27,8 +27,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
+from pipelines import objectstore
 from pipelines.errors import ConfigError, first_line
-from pipelines.files import filesystem, store_options
 
 CONSTRAINT_PREFIX = "delta.constraints."
 _COMMIT = re.compile(r"(\d{20})\.json")
@@ -125,8 +125,8 @@ class _Log:
     @classmethod
     def open(cls, uri: str) -> _Log:
         try:
-            fs, root = filesystem(uri, store_options())
-        except ValueError as exc:
+            fs, root = objectstore.filesystem(uri)
+        except ConfigError as exc:
             raise ConfigError(f"cannot read the Delta log of {uri}: {first_line(exc)}") from None
         log = cls(uri, fs, root.rstrip("/") + "/_delta_log")
         try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 import os
 import tempfile
@@ -61,6 +60,7 @@ from pipelines.manifest import (
     Manifest,
     Shard,
     Split,
+    file_digest,
     parse_split,
     split_bounds,
 )
@@ -113,7 +113,7 @@ class WritePlan:
     """What an executor needs to write shards (picklable; no Spark objects)."""
 
     out: str  # the export's folder URI
-    env: Mapping[str, str]  # the driver's AWS variables: executors may lack them
+    s3: Mapping[str, Any]  # S3FileSystem arguments from the driver: executors may lack them
     schema: pa.Schema
     splits: tuple[str, ...]
     shards: int
@@ -171,7 +171,7 @@ def export(
 
     plan = WritePlan(
         out=out,
-        env=aws_env(),
+        s3=objectstore.s3_options(),
         schema=arrow_schema(table.select(*[col(c) for c in columns]).schema, spark),
         splits=tuple(name for name, _ in split),
         shards=options.shards,
@@ -447,11 +447,6 @@ def with_rank(offsets: DataFrame, shards: int, hashed: str) -> Callable[[DataFra
 # --- writing -----------------------------------------------------------------------------------
 
 
-def aws_env() -> dict[str, str]:
-    """The driver's AWS variables, for executors that may not have them."""
-    return {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
-
-
 def arrow_schema(schema: T.StructType, spark: SparkSession) -> pa.Schema:
     """The shards' Arrow schema: Spark's conversion (plain, not large, strings and binaries;
     timestamps in the session's time zone), with each column's nullability as in the table."""
@@ -547,7 +542,7 @@ class ShardWriter:
     def __init__(self, plan: WritePlan, split: int, shard: int) -> None:
         self.plan = plan
         self.key = (split, shard)
-        self.fs, root = objectstore.filesystem(plan.out, dict(plan.env))
+        self.fs, root = objectstore.filesystem(plan.out, plan.s3)
         self.final = f"{root}/{plan.relative(split, shard)}"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.local:  # beside the final file: the move is a rename
@@ -598,11 +593,8 @@ class ShardWriter:
         if self.pending_rows:
             self._flush(self.pending_rows)
         self.writer.close()
-        digest, size = hashlib.sha256(), 0
         with open(self.temp, "rb") as stream:
-            while chunk := stream.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
+            sha256, size = file_digest(stream)
         if self.local:
             os.replace(self.temp, self.final)
         else:
@@ -615,7 +607,7 @@ class ShardWriter:
             "shard": self.key[1],
             "rows": self.rows,
             "bytes": size,
-            "sha256": digest.hexdigest(),
+            "sha256": sha256,
             "row_groups": self.groups,
         }
 
@@ -673,13 +665,9 @@ def _placeholder() -> Shard:
 
 def read_manifest(out: str) -> Manifest | None:
     """The manifest already in ``out``, if any."""
-    fs, root = objectstore.filesystem(out)
-    try:
-        with fs.open_input_stream(f"{root}/{MANIFEST}") as stream:
-            data = stream.read()
-    except FileNotFoundError:
-        return None
-    return Manifest.from_json(data, where=join_uri(out, MANIFEST))
+    uri = join_uri(out, MANIFEST)
+    data = objectstore.read_bytes_if_any(uri)
+    return None if data is None else Manifest.from_json(data, where=uri)
 
 
 _FLAGS = {

@@ -19,12 +19,10 @@ the driver receives one short :class:`Inspection` per file.
 from __future__ import annotations
 
 import codecs
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines import objectstore
 from pipelines.datasets import Dataset, Limits
 from pipelines.errors import first_line
 from pipelines.reading import HEAD_BYTES, Layout, layout_of
@@ -63,42 +62,10 @@ class Rules:
         return cls(format=dataset.format, encoding=dataset.encoding, limits=dataset.limits)
 
 
-def store_options(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """pyarrow S3FileSystem arguments from the standard AWS variables (as for S3A)."""
-    env = dict(os.environ if env is None else env)
-    options: dict[str, Any] = {
-        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        "connect_timeout": 5,
-        "request_timeout": 60,
-    }
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["endpoint_override"] = parsed.netloc or endpoint
-        options["scheme"] = parsed.scheme or "https"
-        options["force_virtual_addressing"] = False
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        options["access_key"] = env["AWS_ACCESS_KEY_ID"]
-        options["secret_key"] = env["AWS_SECRET_ACCESS_KEY"]
-        if env.get("AWS_SESSION_TOKEN"):
-            options["session_token"] = env["AWS_SESSION_TOKEN"]
-    return options
-
-
-def filesystem(uri: str, s3: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and path for a ``file:`` or ``s3a://`` URI as Hadoop lists it."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("s3a", "s3"):
-        return pafs.S3FileSystem(**s3), parsed.netloc + parsed.path
-    if parsed.scheme in ("file", ""):
-        return pafs.LocalFileSystem(), parsed.path
-    raise ValueError(f"unsupported scheme in {uri}")
-
-
 def inspect_file(uri: str, rules: Rules, s3: dict[str, Any]) -> Inspection:
     """Hash one file's bytes and check it against ``rules``; never raises for a bad file."""
     try:
-        fs, path = filesystem(uri, s3)
+        fs, path = objectstore.filesystem(uri, s3)
         hasher = xxhash.xxh3_128()
         with fs.open_input_stream(path, compression=None) as raw:
             while chunk := raw.read(CHUNK):

@@ -37,7 +37,18 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines import __version__, evolution, files, lake, ledger, reading, rules, storage, validate
+from pipelines import (
+    __version__,
+    evolution,
+    files,
+    lake,
+    ledger,
+    objectstore,
+    reading,
+    rules,
+    storage,
+    validate,
+)
 from pipelines import lease as leases
 from pipelines.columns import (
     BLANK,
@@ -349,7 +360,7 @@ def _ingest(
             context.parallelize,
             [c.uri for c in candidates],
             files.Rules.of(dataset),
-            files.store_options(),
+            objectstore.s3_options(),
             slices=context.defaultParallelism * 2,
         )
 

@@ -199,17 +199,20 @@ def split_of(content_hash: bytes, bounds: tuple[int, ...]) -> int:
     return next(i for i, bound in enumerate(bounds) if key < bound)
 
 
+def file_digest(stream: Any) -> tuple[str, int]:
+    """SHA-256 (hex) and size of what ``stream`` holds, read in 4 MiB chunks."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(1 << 22):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def describe_file(fs: pafs.FileSystem, path: str, relative: str) -> Shard:
     """A shard entry for an existing Parquet file: rows, bytes, SHA-256 and row-group sizes."""
-    digest = hashlib.sha256()
-    size = 0
     with fs.open_input_stream(path) as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-            size += len(chunk)
+        sha256, size = file_digest(stream)
     with fs.open_input_file(path) as handle:
         meta = pq.ParquetFile(handle).metadata
         groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    return Shard(
-        path=relative, rows=sum(groups), bytes=size, sha256=digest.hexdigest(), row_groups=groups
-    )
+    return Shard(path=relative, rows=sum(groups), bytes=size, sha256=sha256, row_groups=groups)

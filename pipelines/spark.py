@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines import jvm
+from pipelines import jvm, objectstore
 
 APP_NAME = "lakeshard"
 
@@ -27,12 +27,12 @@ def s3a_options(env: dict[str, str] | None = None) -> dict[str, str]:
         "fs.s3a.connection.establish.timeout": "5s",
         "fs.s3a.connection.timeout": "60s",
     }
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    endpoint = objectstore.endpoint(env)
     if endpoint:
         opts["fs.s3a.endpoint"] = endpoint
         opts["fs.s3a.path.style.access"] = "true"  # MinIO, SeaweedFS and friends
         opts["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = objectstore.region(env)
     if region:
         opts["fs.s3a.endpoint.region"] = region
     elif endpoint:

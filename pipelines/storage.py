@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -11,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 
+from pipelines import objectstore
 from pipelines.errors import ConfigError, StorageError, first_line
 from pipelines.settings import normalise_uri
 
@@ -115,22 +115,16 @@ def _bulk_list(spark: SparkSession, root: str) -> list[SourceFile]:
     ]
 
 
-def _endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
 def s3_client() -> Any:
     """A boto3 S3 client from the standard AWS variables, with short timeouts."""
     import boto3
     from botocore.config import Config
 
-    endpoint = _endpoint()
+    endpoint = objectstore.endpoint()
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name=os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1",
+        region_name=objectstore.region() or "us-east-1",
         config=Config(
             connect_timeout=5,
             read_timeout=10,
@@ -151,7 +145,7 @@ def check_lake_reachable(lake: str) -> None:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     bucket = urlparse(lake).netloc
-    endpoint = _endpoint()
+    endpoint = objectstore.endpoint()
     where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
     client = s3_client()
     try:
