@@ -39,10 +39,12 @@ from ingest_overhead import generated  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from pipelines import lake, validate  # noqa: E402
-from pipelines.datasets import Dataset, load_dataset  # noqa: E402
-from pipelines.ingest import run_ingest  # noqa: E402
-from pipelines.settings import resolve_settings  # noqa: E402
+from pipelines.config import resolve_settings  # noqa: E402
+from pipelines.ingest import validate  # noqa: E402
+from pipelines.ingest.run import run_ingest  # noqa: E402
+from pipelines.lake import delta  # noqa: E402
+from pipelines.schema import tables  # noqa: E402
+from pipelines.schema.datasets import Dataset, load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 MILLION = 1_000_000
@@ -99,8 +101,8 @@ def _timed(action: Callable[[], Any]) -> float:
 
 def base_table(spark: SparkSession, dataset: Dataset, uri: str, rows: int) -> None:
     """A table of ``rows`` rows as lakeshard writes them, with random 16-byte hashes."""
-    lake.ensure_table(
-        spark, uri, validate.table_schema(dataset), dataset.partition_by, "bench base table"
+    delta.ensure_table(
+        spark, uri, tables.table_schema(dataset), dataset.partition_by, "bench base table"
     )
     frame = _events(spark, rows).select(
         "*",

@@ -23,9 +23,9 @@ from pyspark.sql import types as T
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.datasets import load_dataset  # noqa: E402
-from pipelines.ingest import run_ingest  # noqa: E402
-from pipelines.settings import resolve_settings  # noqa: E402
+from pipelines.config import resolve_settings  # noqa: E402
+from pipelines.ingest.run import run_ingest  # noqa: E402
+from pipelines.schema.datasets import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 HEADER = "event_id,event_date,user_id,kind,amount,tags\n"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from ingest_overhead import generated  # noqa: E402
 
-from pipelines.ingest import accounting_holds  # noqa: E402
+from pipelines.runs.summary import accounting_holds  # noqa: E402
 
 
 def tree_rss_bytes(pid: int) -> int:

@@ -59,9 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.s3 import server as s3_server  # noqa: E402
-from pipelines import objectstore  # noqa: E402
 from pipelines.loader import ShardLoader, to_numpy  # noqa: E402
-from pipelines.manifest import MANIFEST, Manifest  # noqa: E402
+from pipelines.loader.manifest import MANIFEST, Manifest  # noqa: E402
+from pipelines.storage import arrowfs  # noqa: E402
 
 DATASET = "samples"
 FEATURES = [f"f{i:02d}" for i in range(16)]
@@ -165,7 +165,7 @@ class Place:
 
     def __init__(self, name: str, uri: str, manifest: Manifest) -> None:
         self.name, self.uri = name, uri
-        self.fs, root = objectstore.filesystem(uri)
+        self.fs, root = arrowfs.filesystem(uri)
         self.paths = [f"{root}/{shard.path}" for shard in manifest.split("train").shards]
         self.hf_files = [f"{uri}/{shard.path}" for shard in manifest.split("train").shards]
         self.storage_options: dict[str, Any] | None = None
@@ -376,7 +376,7 @@ def s3_copy(export: Path, state: Path) -> str:
     for key in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         os.environ.pop(key, None)
     os.environ.update(info)
-    fs, target = objectstore.filesystem("s3://bench/export")
+    fs, target = arrowfs.filesystem("s3://bench/export")
     pafs.copy_files(
         str(export), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
     )

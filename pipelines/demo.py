@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import cli, sample
-from pipelines.ingest import accounting_holds
-from pipelines.settings import local_path, resolve_settings
+from pipelines.config import local_path, resolve_settings
+from pipelines.runs.summary import accounting_holds
 
 RAW = Path("build/demo/raw")
 

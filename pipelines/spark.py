@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines import jvm, objectstore
+from pipelines import jvm
+from pipelines.storage import arrowfs
 
 APP_NAME = "lakeshard"
 
@@ -27,12 +28,12 @@ def s3a_options(env: dict[str, str] | None = None) -> dict[str, str]:
         "fs.s3a.connection.establish.timeout": "5s",
         "fs.s3a.connection.timeout": "60s",
     }
-    endpoint = objectstore.endpoint(env)
+    endpoint = arrowfs.endpoint(env)
     if endpoint:
         opts["fs.s3a.endpoint"] = endpoint
         opts["fs.s3a.path.style.access"] = "true"  # MinIO, SeaweedFS and friends
         opts["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
-    region = objectstore.region(env)
+    region = arrowfs.region(env)
     if region:
         opts["fs.s3a.endpoint.region"] = region
     elif endpoint:

@@ -116,9 +116,9 @@ def every_table_verifies(request: pytest.FixtureRequest, tmp_path: Path) -> Iter
     if request.node.get_closest_marker("unverified") or "spark" not in request.fixturenames:
         return
     from pipelines import verify as verifying
-    from pipelines.datasets import load_dataset
+    from pipelines.config import resolve_settings
     from pipelines.errors import ConfigError
-    from pipelines.settings import resolve_settings
+    from pipelines.schema.datasets import load_dataset
 
     spark = request.getfixturevalue("spark")
     for log in sorted(tmp_path.glob("**/tables/*/_delta_log")):

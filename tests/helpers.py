@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import cli
-from pipelines.ingest import accounting_holds
+from pipelines.runs.summary import accounting_holds
 
 __all__ = ["REPO", "accounting_holds", "declare", "ingest_quietly", "last_json_line", "run_cli"]
 

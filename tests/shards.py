@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines.manifest import Manifest, Shard, Split, describe_file
+from pipelines.loader.manifest import Manifest, Shard, Split, describe_file
 
 COLUMNS = (("id", "bigint"), ("x", "double"), ("name", "string"), ("_content_hash", "binary"))
 

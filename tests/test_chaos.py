@@ -26,7 +26,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines import sample
-from pipelines.settings import resolve_settings
+from pipelines.config import resolve_settings
+from pipelines.runs.summary import ROW_OUTCOMES
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
 from tests.helpers import REPO, ingest_quietly, last_json_line
 
@@ -119,7 +120,7 @@ def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
         held = len(snapshot["quarantine"])
         problems.append(f"run log says {quarantined} quarantined, quarantine holds {held}")
     for r in ended:
-        parts = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
+        parts = ROW_OUTCOMES
         if (r["rows_read"] or 0) != sum(r[k] or 0 for k in parts):
             problems.append(f"run {r['run_id']} ({r['status']}) does not account for its rows")
     return problems

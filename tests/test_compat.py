@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 import pytest
 from pyspark.sql import types as T
 
-from pipelines.compat import KINDS, MODES, Change, Finding, Verdict, Version, check, diff
-from pipelines.types import parse_type
+from pipelines.schema.compat import KINDS, MODES, Change, Finding, Verdict, Version, check, diff
+from pipelines.schema.types import parse_type
 
 
 def schema(text: str) -> T.StructType:

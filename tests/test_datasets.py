@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import types as T
 
-from pipelines.datasets import load_dataset
 from pipelines.errors import ConfigError
+from pipelines.schema.datasets import load_dataset
 
 
 def test_bundled_declarations_load(schemas: Path) -> None:

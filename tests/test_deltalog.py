@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 
-from pipelines.deltalog import commits, snapshot
 from pipelines.errors import ConfigError
-from pipelines.hashing import arrow_type
+from pipelines.ingest.hashing import arrow_type
+from pipelines.lake.deltalog import commits, snapshot
 
 NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 

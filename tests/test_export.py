@@ -26,10 +26,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import export as export_job
-from pipelines import cli, export, objectstore
+from pipelines import cli
 from pipelines.errors import EXIT_POLICY, EXIT_USAGE
+from pipelines.export import ranking
+from pipelines.export import shards as shard_writing
 from pipelines.loader import ShardLoader
-from pipelines.manifest import (
+from pipelines.loader.manifest import (
     MANIFEST,
     Manifest,
     describe_file,
@@ -37,6 +39,7 @@ from pipelines.manifest import (
     split_bounds,
     split_of,
 )
+from pipelines.storage import arrowfs
 from tests.helpers import declare, ingest_quietly, last_json_line
 
 COLUMNS = [("id", "long"), ("day", "date"), ("name", "string"), ("score", "double")]
@@ -99,12 +102,12 @@ def exports(lake: Path) -> dict[str, dict[str, Any]]:
 
 
 def _manifest(summary: dict[str, Any]) -> Manifest:
-    return Manifest.from_json(objectstore.read_bytes(summary["manifest"]))
+    return Manifest.from_json(arrowfs.read_bytes(summary["manifest"]))
 
 
 def _shards(summary: dict[str, Any]) -> Iterator[tuple[str, int, Path, pa.Table]]:
     """(split, shard number, path, rows) of every shard of a local export."""
-    folder = Path(objectstore.filesystem(summary["out"])[1])
+    folder = Path(arrowfs.filesystem(summary["out"])[1])
     for split in _manifest(summary).splits:
         for number, shard in enumerate(split.shards):
             yield split.name, number, folder / shard.path, pq.read_table(folder / shard.path)
@@ -164,7 +167,7 @@ def test_an_older_version_is_exported_whole_while_a_newer_exists(
 
 def test_files_match_the_manifest_byte_for_byte(exports: dict[str, dict[str, Any]]) -> None:
     summary = exports["first"]
-    fs, folder = objectstore.filesystem(summary["out"])
+    fs, folder = arrowfs.filesystem(summary["out"])
     for split in _manifest(summary).splits:
         for shard in split.shards:
             assert describe_file(fs, f"{folder}/{shard.path}", shard.path) == shard
@@ -181,8 +184,8 @@ def test_files_match_the_manifest_byte_for_byte(exports: dict[str, dict[str, Any
 
 def test_a_re_export_gives_the_same_bytes(exports: dict[str, dict[str, Any]]) -> None:
     first, again = exports["first"], exports["again"]
-    first_manifest = objectstore.read_bytes(first["manifest"])
-    assert first_manifest == objectstore.read_bytes(again["manifest"])
+    first_manifest = arrowfs.read_bytes(first["manifest"])
+    assert first_manifest == arrowfs.read_bytes(again["manifest"])
     pairs = zip(_shards(first), _shards(again), strict=True)
     for (_, _, one, _), (_, _, other, _) in pairs:
         assert one.read_bytes() == other.read_bytes(), one
@@ -193,10 +196,10 @@ def test_a_rerun_into_the_same_folder_is_done_again_identically(
 ) -> None:
     first = exports["first"]
     before = {path: path.read_bytes() for _, _, path, _ in _shards(first)}
-    manifest = objectstore.read_bytes(first["manifest"])
+    manifest = arrowfs.read_bytes(first["manifest"])
     args = ["--shards", str(SHARDS), "--split", SPLIT, "--version", "1", "--seed", "7"]
     _export(lake, *args, "--row-group-rows", "16", "--out", str(lake / "out" / "first"))
-    assert objectstore.read_bytes(first["manifest"]) == manifest
+    assert arrowfs.read_bytes(first["manifest"]) == manifest
     assert {path: path.read_bytes() for path in before} == before
 
 
@@ -364,7 +367,7 @@ def test_a_folder_holding_another_export_is_refused(
     lake: Path, exports: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = str(lake / "out" / "first")
-    manifest = objectstore.read_bytes(exports["first"]["manifest"])
+    manifest = arrowfs.read_bytes(exports["first"]["manifest"])
     same = ["--shards", str(SHARDS), "--split", SPLIT, "--version", "1", "--out", folder]
     for args, named in [
         ([*same, "--seed", "9", "--row-group-rows", "16"], "--seed"),
@@ -380,7 +383,7 @@ def test_a_folder_holding_another_export_is_refused(
         assert err.startswith("error: "), err
         assert named in err, err
         assert "another --out" in err, err
-    assert objectstore.read_bytes(exports["first"]["manifest"]) == manifest
+    assert arrowfs.read_bytes(exports["first"]["manifest"]) == manifest
 
 
 # --- the parts, without an export --------------------------------------------------------------
@@ -392,14 +395,14 @@ def test_the_split_expression_agrees_with_split_of_at_every_bound(spark: SparkSe
     keys |= {bound + step for bound in bounds[:-1] for step in (-1, 0, 1)}
     hashes = [key.to_bytes(8, "big") + bytes(range(8)) for key in sorted(keys)]
     frame = spark.createDataFrame([(h,) for h in hashes], "_content_hash binary")
-    got = [row[0] for row in frame.select(export.split_index(bounds)).collect()]
+    got = [row[0] for row in frame.select(ranking.split_index(bounds)).collect()]
     assert got == [split_of(h, bounds) for h in hashes]
     assert set(got) == {0, 1, 2, 3}
 
 
 def test_each_shard_gets_a_partition_of_its_own(spark: SparkSession) -> None:
     partitions = 24
-    keys = export.direct_keys(spark, partitions)
+    keys = shard_writing.direct_keys(spark, partitions)
     targets = (
         spark.range(partitions)
         .select(F.col("id").cast("int").alias("__target_of"))
@@ -412,18 +415,18 @@ def test_each_shard_gets_a_partition_of_its_own(spark: SparkSession) -> None:
 
 
 def test_shard_sizes_row_groups_and_ranges() -> None:
-    assert [export.shard_rows(10, 4, i) for i in range(4)] == [3, 3, 2, 2]
-    assert [export.shard_rows(2, 4, i) for i in range(4)] == [1, 1, 0, 0]
-    assert export.planned_groups(10, 4) == (4, 4, 2)
-    assert export.planned_groups(8, 4) == (4, 4)
-    assert export.planned_groups(0, 4) == ()
+    assert [ranking.shard_rows(10, 4, i) for i in range(4)] == [3, 3, 2, 2]
+    assert [ranking.shard_rows(2, 4, i) for i in range(4)] == [1, 1, 0, 0]
+    assert shard_writing.planned_groups(10, 4) == (4, 4, 2)
+    assert shard_writing.planned_groups(8, 4) == (4, 4)
+    assert shard_writing.planned_groups(0, 4) == ()
     # Ranges: at least two (Java ignores a shift by 64), about a million rows each.
-    assert [export.range_bits(n) for n in (0, 10, 2_000_000, 2_000_001, 10**9)] == [1, 1, 1, 2, 10]
-    stats = export.TableStats
-    assert export.row_group_rows(stats(rows=0, bytes=0)) == export.MAX_GROUP_ROWS
-    assert export.row_group_rows(stats(rows=1000, bytes=10**9)) == export.MIN_GROUP_ROWS
-    assert export.row_group_rows(stats(rows=10**6, bytes=100 * 10**6)) == 82_944  # 100 B a row
-    assert export.range_offsets({(0, 1): 5, (0, -1): 3, (1, 0): 4}) == {
+    assert [ranking.range_bits(n) for n in (0, 10, 2_000_000, 2_000_001, 10**9)] == [1, 1, 1, 2, 10]
+    stats = ranking.TableStats
+    assert ranking.row_group_rows(stats(rows=0, bytes=0)) == ranking.MAX_GROUP_ROWS
+    assert ranking.row_group_rows(stats(rows=1000, bytes=10**9)) == ranking.MIN_GROUP_ROWS
+    assert ranking.row_group_rows(stats(rows=10**6, bytes=100 * 10**6)) == 82_944  # 100 B a row
+    assert ranking.range_offsets({(0, 1): 5, (0, -1): 3, (1, 0): 4}) == {
         (0, -1): 0,
         (0, 1): 3,
         (1, 0): 0,
@@ -450,8 +453,8 @@ def test_an_export_to_s3_reads_back_through_the_object_store(
     assert summary["manifest"] == f"s3a://lake/{s3['prefix']}/exports/items/v1/{MANIFEST}"
     assert s3["AWS_SECRET_ACCESS_KEY"] not in out.getvalue()
 
-    manifest = Manifest.from_json(objectstore.read_bytes(summary["manifest"]))
-    fs, folder = objectstore.filesystem(summary["out"])
+    manifest = Manifest.from_json(arrowfs.read_bytes(summary["manifest"]))
+    fs, folder = arrowfs.filesystem(summary["out"])
     hashes: list[bytes] = []
     for split in manifest.splits:
         for shard in split.shards:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines import cli, rules
+from pipelines import cli
 from pipelines.errors import EXIT_POLICY, EXIT_USAGE
+from pipelines.schema import rules
 from tests.helpers import accounting_holds, declare, last_json_line, run_cli
 
 COLUMNS = [("id", "long"), ("price", "int"), ("name", "string")]

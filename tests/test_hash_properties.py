@@ -31,10 +31,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import hashing
 from pipelines.columns import BLANK, CONTENT_HASH, REASON
-from pipelines.datasets import Column, SchemaVersion
-from pipelines.validate import typed_col, with_content_hash
+from pipelines.ingest import hashing
+from pipelines.ingest.validate import typed_col, with_content_hash
+from pipelines.schema.datasets import Column, SchemaVersion
 
 # As tests/conftest.py finds the corpora (importing it would also type-check infra/).
 CONFORMANCE = Path(

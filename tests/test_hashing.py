@@ -11,9 +11,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import hashing
-from pipelines.datasets import Column, SchemaVersion
-from pipelines.validate import typed_col, with_content_hash
+from pipelines.ingest import hashing
+from pipelines.ingest.validate import typed_col, with_content_hash
+from pipelines.schema.datasets import Column, SchemaVersion
 
 SCHEMA = T.StructType(
     [

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines.datasets import load_dataset
-from pipelines.settings import resolve_settings
-from pipelines.validate import schema_fields, table_schema
+from pipelines.config import resolve_settings
+from pipelines.ingest.validate import schema_fields
+from pipelines.schema.datasets import load_dataset
+from pipelines.schema.tables import table_schema
 from tests.conftest import SCHEMAS
 from tests.helpers import accounting_holds, ingest_quietly
 

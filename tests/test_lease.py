@@ -16,8 +16,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from infra.s3 import server as s3_server
-from pipelines import cli, lease
+from pipelines import cli
 from pipelines.errors import PolicyError
+from pipelines.lake import lease
 from tests.conftest import SCHEMAS
 
 

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines import files, ledger
-from pipelines.datasets import Limits, load_dataset
-from pipelines.reading import Layout
-from pipelines.storage import SourceFile
+from pipelines.ingest import inspection
+from pipelines.ingest.reading import Layout
+from pipelines.lake import ledger
+from pipelines.schema.datasets import Limits, load_dataset
+from pipelines.storage.listing import SourceFile
 from tests.helpers import accounting_holds, ingest_quietly
 
 LINES = [
@@ -192,7 +193,7 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     """Between listing and reading a producer may delete or lock a file: the run goes on."""
     dataset_dir = tmp_path / "schemas"
     _declare(dataset_dir)
-    rules = files.Rules.of(load_dataset(dataset_dir, "clicks"))
+    rules = inspection.FileChecks.of(load_dataset(dataset_dir, "clicks"))
     good, gone, locked = tmp_path / "good.jsonl", tmp_path / "gone.jsonl", tmp_path / "locked.jsonl"
     good.write_text(LINES[0] + "\n")
     locked.write_text(LINES[1] + "\n")
@@ -202,7 +203,7 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     plan = ledger.plan(
         listed,
         ledger.Known(),
-        lambda found: [files.inspect_file(f.uri, rules, {}) for f in found],
+        lambda found: [inspection.inspect_file(f.uri, rules, {}) for f in found],
         "reject",
         "run-1",
     )
@@ -239,7 +240,7 @@ def test_the_checks_hand_the_reader_each_text_file_s_layout(
     anyway, say."""
     path = tmp_path / ("f.csv.gz" if data[:2] == b"\x1f\x8b" else "f.csv")
     path.write_bytes(data)
-    rules = files.Rules("csv", encoding, Limits())
-    inspection = files.inspect_file(f"file:{path}", rules, {})
-    assert inspection.problem is None
-    assert inspection.layout == Layout(charset, line_sep, header)
+    rules = inspection.FileChecks("csv", encoding, Limits())
+    found = inspection.inspect_file(f"file:{path}", rules, {})
+    assert found.problem is None
+    assert found.layout == Layout(charset, line_sep, header)

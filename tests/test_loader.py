@@ -168,7 +168,7 @@ def test_the_state_is_small_json(export: Path) -> None:
 
 @pytest.mark.s3
 def test_reads_an_export_from_the_s3_server_as_from_disk(export: Path, s3: dict[str, str]) -> None:
-    from pipelines.storage import s3_client
+    from pipelines.storage.s3 import s3_client
 
     client = s3_client()
     for path in sorted(export.rglob("*")):

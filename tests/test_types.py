@@ -1,7 +1,7 @@
 import pytest
 from pyspark.sql import types as T
 
-from pipelines.types import TypeParseError, parse_type
+from pipelines.schema.types import TypeParseError, parse_type
 
 
 @pytest.mark.parametrize(

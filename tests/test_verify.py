@@ -17,8 +17,10 @@ from pyspark.sql import types as T
 
 from jobs import verify as verify_job
 from pipelines import cli, verify
-from pipelines.datasets import Column, SchemaVersion
 from pipelines.errors import EXIT_POLICY, EXIT_USAGE
+from pipelines.lake.delta import Commit
+from pipelines.runs.summary import ROW_COUNTS
+from pipelines.schema.datasets import Column, SchemaVersion
 from tests.helpers import declare, ingest_quietly, last_json_line
 
 # These tests break tables on purpose and check verify's verdicts themselves.
@@ -309,7 +311,7 @@ def test_usage_errors_exit_2(
 
 
 def _run(run_id: str, status: str = "succeeded", **counts: Any) -> dict[str, Any]:
-    record = {key: 0 for key in verify.COUNTS}
+    record = {key: 0 for key in ROW_COUNTS}
     return {"run_id": run_id, "command": "ingest", "status": status, **record, **counts}
 
 
@@ -325,10 +327,10 @@ def test_accounting_sums_runs_updates_and_commits_of_unfinished_runs() -> None:
         _run("f", status="running"),
     ]
     commits = [
-        {"run_id": "a", "rows": 7},
-        {"run_id": "b", "rows": 1},
-        {"run_id": "c", "rows": 4},
-        {"run_id": "f", "rows": 5},  # still running (or started after the log was read)
+        Commit(1, 7, {"run_id": "a"}),
+        Commit(1, 1, {"run_id": "b"}),
+        Commit(1, 4, {"run_id": "c"}),
+        Commit(1, 5, {"run_id": "f"}),  # still running (or started after the log was read)
     ]
 
     result = verify.check_accounting(runs, commits, table_rows=7 + 3 - 2 + 4 + 5)

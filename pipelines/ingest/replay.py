@@ -31,7 +31,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import lake, reading, validate
 from pipelines.columns import (
     BLANK,
     DROPPED,
@@ -46,27 +45,24 @@ from pipelines.columns import (
     SPLIT_START,
     col,
 )
-from pipelines.datasets import Dataset
-from pipelines.evolution import Evolution
-from pipelines.ingest import (
-    LeaseOptions,
-    Summary,
-    _checked,
-    _first_counts,
-    _report_checks,
-    _write_new_rows,
-    progress,
-    run_recorded,
-)
-from pipelines.lease import Lease
-from pipelines.settings import Settings
+from pipelines.config import Settings
+from pipelines.ingest import reading, validate
+from pipelines.ingest.write import checked, first_counts, report_checks, write_new_rows
+from pipelines.lake import delta
+from pipelines.lake.lease import Lease
+from pipelines.lake.quarantine import QUARANTINE_KEY, REPLAYED_AT, REPLAYED_BY
+from pipelines.runs.lifecycle import LeaseOptions, run_recorded
+from pipelines.runs.progress import progress
+from pipelines.runs.summary import Summary
+from pipelines.schema.datasets import Dataset
+from pipelines.schema.evolution import Evolution
 
-KEY = validate.QUARANTINE_KEY
+KEY = QUARANTINE_KEY
 
 
 def pending(quarantine: DataFrame, reason: str | None, rule: str | None) -> DataFrame:
     """Quarantined records not yet replayed, filtered by reason text and failed rule."""
-    rows = quarantine.filter(col(validate.REPLAYED_BY).isNull())
+    rows = quarantine.filter(col(REPLAYED_BY).isNull())
     if reason:
         rows = rows.filter(F.instr(col(REASON), reason) > 0)
     if rule:
@@ -77,9 +73,9 @@ def pending(quarantine: DataFrame, reason: str | None, rule: str | None) -> Data
 def counts(spark: SparkSession, uri: str, replayed: bool = False) -> dict[str, Any]:
     """Quarantined records (not yet replayed, unless ``replayed``): how many, and how many by
     reason and failed rule (a record that failed two rules is in two groups)."""
-    if not lake.table_exists(spark, uri) or not lake.has_data(spark, uri):
+    if not delta.table_exists(spark, uri) or not delta.has_data(spark, uri):
         return {"rows": 0, "groups": []}
-    table = lake.read_table(spark, uri)
+    table = delta.read_table(spark, uri)
     if not replayed:
         table = pending(table, None, None)
     table = table.persist(StorageLevel.MEMORY_AND_DISK)
@@ -149,7 +145,7 @@ def _replay(
 ) -> None:
     t0 = time.monotonic()
     now = datetime.now(UTC)
-    quarantine = lake.read_if_data(spark, out.quarantine)
+    quarantine = delta.read_if_data(spark, out.quarantine)
     out.extra["rows_released"] = 0
     if quarantine is None:
         progress("the quarantine is empty: nothing to replay")
@@ -163,9 +159,9 @@ def _replay(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        first = _checked(lambda: _first_counts(records, dataset))
+        first = checked(lambda: first_counts(records, dataset))
         out.rows_read, bad = int(first["read"]), int(first["bad"])
-        _report_checks(records, dataset, first, out)
+        report_checks(records, dataset, first, out)
         out.rows_dropped = int(first["dropped"])
         out.rows_quarantined = bad  # still refused: they stay in the quarantine
         progress(
@@ -173,7 +169,7 @@ def _replay(
             f"{out.rows_dropped:,} dropped by rules"
         )
         valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
-        _write_new_rows(spark, dataset, valid, bad, out, held, change, F.lit(now), t0)
+        write_new_rows(spark, dataset, valid, bad, out, held, change, F.lit(now), t0)
         released = records.filter(col(REASON).isNull()).select(KEY).dropDuplicates([KEY])
         out.extra["rows_released"] = out.rows_read - bad
         if out.rows_read - bad:
@@ -222,11 +218,11 @@ def _mark(spark: SparkSession, uri: str, released: DataFrame, run_id: str, now: 
         (
             DeltaTable.forPath(spark, uri)
             .alias("q")
-            .merge(released.alias("r"), f"q.{KEY} = r.{KEY} AND q.{validate.REPLAYED_BY} IS NULL")
+            .merge(released.alias("r"), f"q.{KEY} = r.{KEY} AND q.{REPLAYED_BY} IS NULL")
             .whenMatchedUpdate(
                 set={
-                    validate.REPLAYED_BY: F.lit(run_id),
-                    validate.REPLAYED_AT: F.lit(now).cast("timestamp"),
+                    REPLAYED_BY: F.lit(run_id),
+                    REPLAYED_AT: F.lit(now).cast("timestamp"),
                 }
             )
             .execute()

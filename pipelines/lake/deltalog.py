@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
-from pipelines import objectstore
+from pipelines.storage import arrowfs
 from pipelines.errors import ConfigError, first_line
 
 CONSTRAINT_PREFIX = "delta.constraints."
@@ -125,7 +125,7 @@ class _Log:
     @classmethod
     def open(cls, uri: str) -> _Log:
         try:
-            fs, root = objectstore.filesystem(uri)
+            fs, root = arrowfs.filesystem(uri)
         except ConfigError as exc:
             raise ConfigError(f"cannot read the Delta log of {uri}: {first_line(exc)}") from None
         log = cls(uri, fs, root.rstrip("/") + "/_delta_log")

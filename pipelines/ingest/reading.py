@@ -40,7 +40,7 @@ from pipelines.columns import (
     col,
     value_col,
 )
-from pipelines.datasets import Dataset
+from pipelines.schema.datasets import Dataset
 
 CORRUPT = "_corrupt_record"
 # Columns passed through untouched when present (a replay carries each record's quarantine key).

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import types as T
 
-from pipelines import compat
-from pipelines.datasets import Dataset, SchemaVersion
 from pipelines.errors import ConfigError, PolicyError
+from pipelines.schema import compat
+from pipelines.schema.datasets import Dataset, SchemaVersion
 
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 

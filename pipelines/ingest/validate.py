@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import arrow_udf
 
-from pipelines import hashing
 from pipelines.columns import (
     BLANK,
     CONTENT_HASH,
@@ -37,15 +36,14 @@ from pipelines.columns import (
     col,
     value_col,
 )
-from pipelines.datasets import Dataset, SchemaVersion
-from pipelines.reading import CARRIED, STRICT_JSON
+from pipelines.ingest import hashing
+from pipelines.ingest.reading import CARRIED, STRICT_JSON
+from pipelines.lake.quarantine import QUARANTINE_KEY, REPLAYED_AT, REPLAYED_BY
+from pipelines.schema.datasets import Dataset, SchemaVersion
 
-QUARANTINE_KEY = "_quarantine_key"
 DRIFT = "_drift"  # the record has undeclared fields or a value of another type
 IGNORED = "_ignored"  # on_drift: ignore — the record's undeclared fields were dropped
 RESCUED_CONTENT = "_rescued_content"  # what a rescued record's hash includes (see below)
-REPLAYED_BY = "_replayed_by"  # the replay run that moved a quarantined record to the table
-REPLAYED_AT = "_replayed_at"
 _SHOWN_CHARS = 60  # how much of a bad value a reason quotes
 # A partition value becomes a directory name, `column=value`, with these characters escaped as
 # %XX (Spark's Hive-style escaping); most file systems allow at most 255 bytes in a name.
@@ -363,40 +361,6 @@ def table_rows(frame: DataFrame, dataset: Dataset, run_id: str, now: Column) -> 
         now.cast("timestamp").alias(INGESTED_AT),
         *rescued,
     )
-
-
-def table_schema(dataset: Dataset) -> T.StructType:
-    """The Delta table's schema: declared columns (nullability kept) plus bookkeeping."""
-    rescued = [T.StructField(RESCUED, T.StringType())] if dataset.on_drift == "rescue" else []
-    return T.StructType(
-        [
-            *dataset.schema.struct().fields,
-            T.StructField(CONTENT_HASH, T.BinaryType(), nullable=False),
-            T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
-            T.StructField(RUN_ID, T.StringType(), nullable=False),
-            T.StructField(INGESTED_AT, T.TimestampType(), nullable=False),
-            *rescued,
-        ]
-    )
-
-
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField(QUARANTINE_KEY, T.StringType(), nullable=False),
-        T.StructField(SOURCE_FILE, T.StringType(), nullable=False),
-        T.StructField(SOURCE_ROW, T.LongType(), nullable=False),
-        T.StructField(RAW, T.StringType(), nullable=True),
-        T.StructField(REASON, T.StringType(), nullable=False),
-        T.StructField("_format", T.StringType(), nullable=False),
-        T.StructField("_schema_version", T.IntegerType(), nullable=False),
-        T.StructField(RUN_ID, T.StringType(), nullable=False),
-        T.StructField("_quarantined_at", T.TimestampType(), nullable=False),
-        T.StructField(RULES, T.ArrayType(T.StringType()), nullable=True),
-        T.StructField(FIELDS, T.ArrayType(T.StringType()), nullable=True),
-        T.StructField(REPLAYED_BY, T.StringType(), nullable=True),
-        T.StructField(REPLAYED_AT, T.TimestampType(), nullable=True),
-    ]
-)
 
 
 def quarantine_rows(bad: DataFrame, dataset: Dataset, run_id: str, now: Column) -> DataFrame:

@@ -30,10 +30,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines import objectstore
-from pipelines.datasets import Dataset, Limits
 from pipelines.errors import first_line
-from pipelines.reading import HEAD_BYTES, Layout, layout_of
+from pipelines.ingest.reading import HEAD_BYTES, Layout, layout_of
+from pipelines.schema.datasets import Dataset, Limits
+from pipelines.storage import arrowfs
 
 CHUNK = 4 * 2**20
 CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
@@ -50,7 +50,7 @@ class Inspection:
 
 
 @dataclass(frozen=True)
-class Rules:
+class FileChecks:
     """What a file of this dataset is checked against (picklable, sent to executors)."""
 
     format: str
@@ -58,14 +58,14 @@ class Rules:
     limits: Limits
 
     @classmethod
-    def of(cls, dataset: Dataset) -> Rules:
+    def of(cls, dataset: Dataset) -> FileChecks:
         return cls(format=dataset.format, encoding=dataset.encoding, limits=dataset.limits)
 
 
-def inspect_file(uri: str, rules: Rules, s3: dict[str, Any]) -> Inspection:
+def inspect_file(uri: str, rules: FileChecks, s3: dict[str, Any]) -> Inspection:
     """Hash one file's bytes and check it against ``rules``; never raises for a bad file."""
     try:
-        fs, path = objectstore.filesystem(uri, s3)
+        fs, path = arrowfs.filesystem(uri, s3)
         hasher = xxhash.xxh3_128()
         with fs.open_input_stream(path, compression=None) as raw:
             while chunk := raw.read(CHUNK):
@@ -85,7 +85,9 @@ def inspect_file(uri: str, rules: Rules, s3: dict[str, Any]) -> Inspection:
     return Inspection(uri, digest, problem, layout)
 
 
-def inspect_many(uris: Iterable[str], rules: Rules, s3: dict[str, Any]) -> Iterator[Inspection]:
+def inspect_many(
+    uris: Iterable[str], rules: FileChecks, s3: dict[str, Any]
+) -> Iterator[Inspection]:
     """Inspect files with a few threads: for small files, storage latency dominates."""
     items = list(uris)
     with ThreadPoolExecutor(max_workers=min(_THREADS_PER_TASK, max(1, len(items)))) as pool:
@@ -106,7 +108,7 @@ def _parquet_problem(fs: pafs.FileSystem, path: str) -> str | None:
 
 
 def _text_problem(
-    fs: pafs.FileSystem, path: str, uri: str, rules: Rules
+    fs: pafs.FileSystem, path: str, uri: str, rules: FileChecks
 ) -> tuple[str | None, bytes]:
     """Why the file cannot be read (or None), and its first decompressed bytes."""
     limits = rules.limits
@@ -209,7 +211,7 @@ class _LineLengths:
 def run_inspections(
     parallelize: Callable[[list[str], int], Any],
     uris: list[str],
-    rules: Rules,
+    rules: FileChecks,
     s3: dict[str, Any],
     slices: int,
 ) -> list[Inspection]:

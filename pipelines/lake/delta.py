@@ -14,30 +14,6 @@ from pyspark.sql import types as T
 
 _NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
 
-RUNS_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), nullable=False),
-        T.StructField("command", T.StringType(), nullable=False),
-        T.StructField("dataset", T.StringType(), nullable=False),
-        T.StructField("status", T.StringType(), nullable=False),
-        T.StructField("started_at", T.TimestampType(), nullable=False),
-        T.StructField("ended_at", T.TimestampType(), nullable=True),
-        T.StructField("sources", T.ArrayType(T.StringType()), nullable=True),
-        T.StructField("schema_version", T.IntegerType(), nullable=True),
-        T.StructField("table_version", T.LongType(), nullable=True),
-        T.StructField("files_seen", T.LongType(), nullable=True),
-        T.StructField("files_skipped", T.LongType(), nullable=True),
-        T.StructField("files_rejected", T.LongType(), nullable=True),
-        T.StructField("rows_read", T.LongType(), nullable=True),
-        T.StructField("rows_written", T.LongType(), nullable=True),
-        T.StructField("rows_duplicate", T.LongType(), nullable=True),
-        T.StructField("rows_quarantined", T.LongType(), nullable=True),
-        T.StructField("rows_dropped", T.LongType(), nullable=True),
-        T.StructField("error", T.StringType(), nullable=True),
-        T.StructField("lakeshard_version", T.StringType(), nullable=False),
-        T.StructField("details", T.StringType(), nullable=True),  # JSON for later additions
-    ]
-)
 
 
 def _location(uri: str) -> str:
@@ -47,9 +23,22 @@ def _location(uri: str) -> str:
 
 @dataclass(frozen=True)
 class Commit:
+    """A run's data commit: its version, the rows it wrote, and its userMetadata (``notes``)."""
+
     version: int | None  # None: nothing was committed
-    rows: int
+    rows: int  # appended, or inserted plus updated by a MERGE
     notes: dict[str, Any] = field(default_factory=dict)
+    updated: int = 0  # rows a MERGE replaced in place (also ``notes["rows_updated"]``)
+
+    @property
+    def inserted(self) -> int:
+        """The rows the commit added to the table."""
+        return self.rows - self.updated
+
+    @property
+    def run_id(self) -> str | None:
+        run = self.notes.get("run_id")
+        return str(run) if run is not None else None
 
 
 def _has_commit(spark: SparkSession, uri: str, version: int) -> bool:
@@ -186,29 +175,43 @@ def ensure_columns(spark: SparkSession, uri: str, schema: T.StructType) -> None:
         alter(spark, uri, f"ADD COLUMNS ({columns})")
 
 
-def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Commit:
-    """The commit a run made to a table (found by the run id in its userMetadata), or none."""
-    history = DeltaTable.forPath(spark, uri).history(depth)
-    rows = (
-        # Not a replay's marking of the quarantine (a MERGE that also names its run).
-        history.filter(F.get_json_object("userMetadata", "$.run_id") == run_id)
-        .filter(F.get_json_object("userMetadata", "$.marks").isNull())
-        .select("version", "operation", "operationMetrics", "userMetadata")
-        .orderBy(history.version.desc())
-        .limit(1)
-        .collect()
-    )
-    if not rows:
-        return Commit(version=None, rows=0)
-    metrics = rows[0]["operationMetrics"] or {}
-    notes = json.loads(rows[0]["userMetadata"])
-    if rows[0]["operation"] == "MERGE":  # an upsert: it rewrites files, so count its changes
+def run_commits(
+    spark: SparkSession, uri: str, up_to: int | None = None, depth: int | None = None
+) -> list[Commit]:
+    """The table's data commits made by lakeshard runs, oldest first: those whose userMetadata
+    names a run id, except a replay's marking of the quarantine (a MERGE that says ``marks``).
+    ``up_to``: no later version; ``depth``: only among the latest ``depth`` commits."""
+    table = DeltaTable.forPath(spark, uri)
+    history = table.history(depth) if depth else table.history()
+    if up_to is not None:
+        history = history.filter(F.col("version") <= up_to)
+    rows = history.select("version", "operation", "operationMetrics", "userMetadata").collect()
+    found = [commit for commit in map(_data_commit, rows) if commit is not None]
+    return sorted(found, key=lambda commit: commit.version or 0)
+
+
+def _data_commit(row: Any) -> Commit | None:
+    try:
+        notes = json.loads(row["userMetadata"] or "{}")
+    except ValueError:
+        return None
+    if not isinstance(notes, dict) or "run_id" not in notes or "marks" in notes:
+        return None
+    metrics = row["operationMetrics"] or {}
+    version = int(row["version"])
+    if row["operation"] == "MERGE":  # an upsert: it rewrites files, so count its changes
         updated = int(metrics.get("numTargetRowsUpdated", 0))
-        notes["rows_updated"] = updated
-        return Commit(
-            int(rows[0]["version"]), int(metrics.get("numTargetRowsInserted", 0)) + updated, notes
-        )
-    return Commit(int(rows[0]["version"]), int(metrics.get("numOutputRows", 0)), notes)
+        inserted = int(metrics.get("numTargetRowsInserted", 0))
+        return Commit(version, inserted + updated, {**notes, "rows_updated": updated}, updated)
+    if row["operation"] == "WRITE":
+        return Commit(version, int(metrics.get("numOutputRows", 0)), notes)
+    return None
+
+
+def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Commit:
+    """The latest data commit a run made to a table (among its latest ``depth``), or none."""
+    mine = [c for c in run_commits(spark, uri, depth=depth) if c.run_id == run_id]
+    return mine[-1] if mine else Commit(version=None, rows=0)
 
 
 def has_data(spark: SparkSession, uri: str) -> bool:
@@ -242,25 +245,5 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None) -> Dat
     return reader.load(uri)
 
 
-def record_run(spark: SparkSession, uri: str, record: dict[str, Any]) -> None:
-    """Append one record to a dataset's run log (a small Delta table).
-
-    The log is append-only: a run is recorded as ``running`` when it starts and again with
-    its outcome (``succeeded``, ``failed`` or, written by a later run, ``abandoned``) when it
-    ends; a run's latest record is its state (:func:`run_states`)."""
-    ensure_table(spark, uri, RUNS_SCHEMA, description="lakeshard run log")
-    row = {f.name: record.get(f.name) for f in RUNS_SCHEMA.fields}
-    if isinstance(row.get("details"), dict):
-        row["details"] = json.dumps(row["details"], sort_keys=True)
-    frame = spark.createDataFrame([row], schema=RUNS_SCHEMA)
-    frame.write.format("delta").mode("append").save(uri)
 
 
-def unfinished_runs(spark: SparkSession, uri: str) -> list[dict[str, Any]]:
-    """The ``running`` records of runs that never recorded an outcome (one Spark job)."""
-    if not has_data(spark, uri):
-        return []
-    runs = read_table(spark, uri)
-    ended = runs.filter(F.col("status") != "running").select("run_id")
-    open_runs = runs.filter(F.col("status") == "running").join(ended, "run_id", "left_anti")
-    return [row.asDict() for row in open_runs.orderBy("started_at").collect()]

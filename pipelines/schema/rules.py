@@ -23,8 +23,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.datasets import Dataset, Rule
 from pipelines.errors import ConfigError
+from pipelines.schema.datasets import Dataset, Rule
 
 CONSTRAINT_PREFIX = "lakeshard_rule_"
 # Table property marking a constraint that could not be added (rows already break it).

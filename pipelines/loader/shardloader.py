@@ -40,8 +40,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines import objectstore
-from pipelines.manifest import HASH_COLUMN, MANIFEST, Manifest, Shard
+from pipelines.loader.manifest import HASH_COLUMN, MANIFEST, Manifest, Shard
+from pipelines.storage import arrowfs
 
 STATE_FORMAT = "lakeshard-loader/1"
 REMAINDERS = ("drop", "pad")
@@ -89,7 +89,7 @@ class ShardLoader:
             self.manifest, self.root = manifest, ""
         else:
             uri = manifest if manifest.endswith(".json") else f"{manifest.rstrip('/')}/{MANIFEST}"
-            self.manifest = Manifest.from_json(objectstore.read_bytes(uri), where=uri)
+            self.manifest = Manifest.from_json(arrowfs.read_bytes(uri), where=uri)
             self.root = uri.rsplit("/", 1)[0]
         self.rank, self.world_size = _distributed(rank, world_size)
         _check(batch_size >= 1, f"batch_size must be at least 1, not {batch_size}")
@@ -190,13 +190,13 @@ class ShardLoader:
         Use it with ``DataLoader(dataset, batch_size=None, num_workers=K)``; for a resumable
         position, iterate through :meth:`dataloader` instead, which counts what training took.
         """
-        from pipelines.torchdata import ShardDataset
+        from pipelines.loader.torchdata import ShardDataset
 
         return ShardDataset(self)
 
     def dataloader(self, **kwargs: Any) -> Any:
         """A DataLoader over :meth:`torch` whose batches advance this loader's state."""
-        from pipelines.torchdata import TrackedDataLoader
+        from pipelines.loader.torchdata import TrackedDataLoader
 
         return TrackedDataLoader(self, **kwargs)
 
@@ -369,12 +369,12 @@ class _Epoch:
             shard = self.loader.shards[shard_index]
             if self.loader.root:  # one filesystem for the export (an S3 client is not free)
                 if self.fs is None:
-                    self.fs, self.base = objectstore.filesystem(self.loader.root)
+                    self.fs, self.base = arrowfs.filesystem(self.loader.root)
                 uri = f"{self.loader.root}/{shard.path}"
                 fs, path = self.fs, f"{self.base}/{shard.path}"
             else:
                 uri = shard.path
-                fs, path = objectstore.filesystem(uri)
+                fs, path = arrowfs.filesystem(uri)
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound or info.size != shard.bytes:
                 raise ValueError(_changed(uri, shard, info))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines import compat, deltalog, evolution
-from pipelines.datasets import Dataset, SchemaVersion
+from pipelines.config import Settings
 from pipelines.errors import PolicyError
-from pipelines.settings import Settings
+from pipelines.lake import deltalog
+from pipelines.schema import compat, evolution
+from pipelines.schema.datasets import Dataset, SchemaVersion
 
 
 def check(settings: Settings, dataset: Dataset, mode: str | None = None) -> dict[str, Any]:

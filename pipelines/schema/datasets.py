@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pyspark.sql import types as T
 
-from pipelines.compat import MODES
 from pipelines.errors import ConfigError
-from pipelines.types import TypeParseError, parse_type
+from pipelines.schema.compat import MODES
+from pipelines.schema.types import TypeParseError, parse_type
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 FORMATS = ("csv", "json", "parquet")

@@ -1,34 +1,13 @@
-"""The ``lakeshard`` command; ``jobs/<verb>.py`` run the same ``main`` under spark-submit."""
+"""The command line: verbs, flags, help texts and the checks on flag values (argparse)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import sys
-import threading
-import traceback
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipelines import __version__
-from pipelines.datasets import COMPATIBILITY
-from pipelines.errors import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_POLICY,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    ConfigError,
-    LakeshardError,
-    clear_stop,
-    describe,
-    request_stop,
-    stop_requested,
-)
-from pipelines.lease import DEFAULT_TTL_S
-from pipelines.settings import DEFAULT_MASTER, Settings, resolve_settings
+from pipelines.lake.lease import DEFAULT_TTL_S
+from pipelines.schema.datasets import COMPATIBILITY
 
 _EPILOG = """\
 environment:
@@ -44,14 +23,14 @@ exit codes: 0 done, 1 unexpected failure, 2 usage or configuration, 3 refused by
 """
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     pass
 
 
@@ -71,14 +50,14 @@ def _common(parser: argparse.ArgumentParser, spark: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="lakeshard",
         description="Raw files to governed, deduplicated Delta tables; shards for trainers.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lakeshard {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
     verbs.required = True
     ingest = verbs.add_parser(
         "ingest",
@@ -111,14 +90,14 @@ def _lease_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds,
         help="if another run is writing this dataset, wait up to this long for it "
         "(env LAKESHARD_LEASE_WAIT; default 0: exit 3 at once)",
     )
     parser.add_argument(
         "--lease-ttl",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds,
         help="how long the dataset's lease outlives a run that stops renewing it, e.g. a "
         f"killed driver (env LAKESHARD_LEASE_TTL; default {DEFAULT_TTL_S:.0f})",
     )
@@ -130,7 +109,7 @@ def _schema_verbs(verbs: Any) -> None:
         help="check schema versions for compatibility; show their history",
         description="Schema governance for a dataset's versioned schemas (no Spark needed).",
     )
-    actions = schema.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions = schema.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     actions.required = True
     check = actions.add_parser(
         "check",
@@ -166,7 +145,7 @@ def _quarantine_verbs(verbs: Any) -> None:
         help="list quarantined records by reason and rule; replay those that now pass",
         description="Tools for a dataset's quarantine.",
     )
-    actions = quarantine.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions = quarantine.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     actions.required = True
     listing = actions.add_parser(
         "list",
@@ -306,7 +285,7 @@ def _export_verb(verbs: Any) -> None:
 
 
 def _shard_count(text: str) -> int:
-    from pipelines.export import MAX_SHARDS
+    from pipelines.export.command import MAX_SHARDS
 
     value = _integer(text, "a number of shards")
     if not 1 <= value <= MAX_SHARDS:
@@ -352,20 +331,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _setting(flag: float | None, variable: str, default: float) -> float:
-    """A number of seconds: the flag, else the environment variable, else the default."""
-    if flag is not None:
-        return flag
-    text = os.environ.get(variable)
-    if text is None:
-        return default
-    try:
-        return _seconds(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"{variable}: {exc}") from None
-
-
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -373,213 +339,3 @@ def _seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
     return value
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (a scheduler stopping the job): cancel Spark's jobs and stop at the next
-    checkpoint, so the run is recorded as failed and its lease released. Raising here instead
-    could cut a py4j exchange in half and leave the JVM gateway unusable for that record."""
-    request_stop()
-    from pyspark import SparkContext
-
-    active = SparkContext._active_spark_context
-    if active is not None:
-        active.cancelAllJobs()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code. Errors are one line on stderr."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-    clear_stop()
-    try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_pyspark_errors() -> None:
-    """pyspark logs every Spark error it raises as a JSON blob on stderr; the command reports
-    its errors itself, as one line (``--debug`` shows them in full)."""
-    from pyspark.logger import PySparkLogger
-
-    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
-        PySparkLogger.getLogger(name).disabled = True
-
-
-def _main(args_list: list[str]) -> int:
-    debug = "--debug" in args_list
-    if not debug:
-        _quiet_pyspark_errors()
-    try:
-        args = build_parser().parse_args(args_list)
-        settings = resolve_settings(args.lake, args.schemas, getattr(args, "master", None))
-        if settings.master is None:
-            settings = Settings(settings.lake, settings.schemas, DEFAULT_MASTER)
-        if args.verb == "ingest":
-            return _ingest(args, settings)
-        if args.verb == "schema":
-            return _schema(args, settings)
-        if args.verb == "quarantine":
-            return _quarantine(args, settings)
-        if args.verb == "verify":
-            return _verify(args, settings)
-        if args.verb == "export":
-            return _export(args, settings)
-        raise _UsageError(f"lakeshard: unknown command {args.verb!r}")
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except LakeshardError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        if stop_requested():  # a Spark job cancelled by SIGTERM
-            print("error: terminated (SIGTERM)", file=sys.stderr)
-            return EXIT_TERMINATED
-        print(f"error: {describe(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
-        return EXIT_FAILURE
-
-
-def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.datasets import load_dataset
-    from pipelines.ingest import run_ingest
-    from pipelines.spark import get_spark
-    from pipelines.storage import check_lake_reachable
-
-    dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    for source in args.sources:
-        if source.startswith(("s3://", "s3a://")):
-            check_lake_reachable(source)
-    spark = get_spark(settings.master)
-    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(args))
-    _emit(summary.as_json(), args.json, _print_summary)
-    return EXIT_OK
-
-
-def _lease_options(args: argparse.Namespace) -> Any:
-    from pipelines.ingest import LeaseOptions
-
-    return LeaseOptions(
-        wait_s=_setting(args.wait, "LAKESHARD_LEASE_WAIT", 0.0),
-        ttl_s=_setting(args.lease_ttl, "LAKESHARD_LEASE_TTL", DEFAULT_TTL_S),
-    )
-
-
-def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import governance
-    from pipelines.datasets import load_dataset
-    from pipelines.storage import check_lake_reachable
-
-    dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    if args.action == "check":
-        report = governance.check(settings, dataset, args.mode)
-        _emit(report, args.json, governance.print_check)
-        if not report["compatible"]:
-            print(
-                f"error: {dataset.name} {report['current']} is not {report['mode']}-compatible: "
-                + "; ".join(report["problems"]),
-                file=sys.stderr,
-            )
-            return EXIT_POLICY
-        return EXIT_OK
-    _emit(governance.history(settings, dataset), args.json, governance.print_history)
-    return EXIT_OK
-
-
-def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import replay
-    from pipelines.datasets import load_dataset
-    from pipelines.spark import get_spark
-    from pipelines.storage import check_lake_reachable
-
-    dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    spark = get_spark(settings.master)
-    if args.action == "list":
-        found = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
-        report = {"dataset": dataset.name, **found}
-        _emit(report, args.json, _print_groups)
-        return EXIT_OK
-    summary = replay.run_replay(
-        spark, settings, dataset, args.reason, args.rule, _lease_options(args)
-    )
-    _emit(summary.as_json(), args.json, _print_summary)
-    return EXIT_OK
-
-
-def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import verify
-    from pipelines.datasets import load_dataset
-    from pipelines.spark import get_spark
-    from pipelines.storage import check_lake_reachable
-
-    dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    spark = get_spark(settings.master)
-    options = verify.Options(sample=args.sample or verify.DEFAULT_SAMPLE, full=args.full)
-    report = verify.verify(spark, settings, dataset, options)
-    _emit(report, args.json, verify.print_report)
-    if not report["ok"]:
-        shown = "; ".join(verify.problems(report))
-        print(f"error: {dataset.name}: the table fails verification: {shown}", file=sys.stderr)
-        return EXIT_POLICY
-    return EXIT_OK
-
-
-def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import export
-    from pipelines.datasets import load_dataset
-    from pipelines.manifest import parse_split
-    from pipelines.spark import get_spark
-    from pipelines.storage import check_lake_reachable
-
-    dataset = load_dataset(settings.schemas, args.dataset)
-    parse_split(args.split)  # a bad --split fails before Spark starts
-    check_lake_reachable(settings.lake)
-    if args.out and args.out.startswith(("s3://", "s3a://")):
-        check_lake_reachable(args.out)
-    spark = get_spark(settings.master)
-    options = export.Options(
-        shards=args.shards,
-        version=args.version,
-        out=args.out,
-        columns=args.columns,
-        where=args.where,
-        split=args.split,
-        seed=args.seed,
-        row_group_rows=args.row_group_rows,
-    )
-    summary = export.export(spark, settings, dataset.name, options)
-    _emit(summary, args.json, export.print_summary)
-    return EXIT_OK
-
-
-def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:
-    if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        show(report)
-
-
-def _print_groups(report: dict[str, Any]) -> None:
-    print(f"{report['dataset']}: {report['rows']:,} quarantined record(s) not yet replayed")
-    for group in report["groups"]:
-        rule = f" [rule {group['rule']}]" if group["rule"] else ""
-        print(f"  {group['rows']:>10,}  {group['reason']}{rule}  ({group['files']} file(s))")
-
-
-def _print_summary(data: dict[str, object]) -> None:
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        print(f"{key:<{width}}  {value}")

@@ -117,7 +117,7 @@ class S3Store:
     """Claims as objects; creation is ``PUT`` with ``If-None-Match: *``."""
 
     def __init__(self, uri: str) -> None:
-        from pipelines.storage import s3_client
+        from pipelines.storage.s3 import s3_client
 
         parsed = urlparse(uri)
         self.bucket = parsed.netloc

@@ -1,0 +1,168 @@
+"""What each verb does: load the dataset, check the lake, run the work, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pipelines.cli.parser import seconds
+from pipelines.config import Settings
+from pipelines.errors import (
+    EXIT_OK,
+    EXIT_POLICY,
+    ConfigError,
+)
+from pipelines.lake.lease import DEFAULT_TTL_S
+
+
+def _setting(flag: float | None, variable: str, default: float) -> float:
+    """A number of seconds: the flag, else the environment variable, else the default."""
+    if flag is not None:
+        return flag
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        return seconds(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
+
+
+def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.ingest.run import run_ingest
+    from pipelines.schema.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    for source in args.sources:
+        if source.startswith(("s3://", "s3a://")):
+            check_lake_reachable(source)
+    spark = get_spark(settings.master)
+    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(args))
+    _emit(summary.as_json(), args.json, _print_summary)
+    return EXIT_OK
+
+
+def _lease_options(args: argparse.Namespace) -> Any:
+    from pipelines.runs.lifecycle import LeaseOptions
+
+    return LeaseOptions(
+        wait_s=_setting(args.wait, "LAKESHARD_LEASE_WAIT", 0.0),
+        ttl_s=_setting(args.lease_ttl, "LAKESHARD_LEASE_TTL", DEFAULT_TTL_S),
+    )
+
+
+def schema(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.schema import governance
+    from pipelines.schema.datasets import load_dataset
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    if args.action == "check":
+        report = governance.check(settings, dataset, args.mode)
+        _emit(report, args.json, governance.print_check)
+        if not report["compatible"]:
+            print(
+                f"error: {dataset.name} {report['current']} is not {report['mode']}-compatible: "
+                + "; ".join(report["problems"]),
+                file=sys.stderr,
+            )
+            return EXIT_POLICY
+        return EXIT_OK
+    _emit(governance.history(settings, dataset), args.json, governance.print_history)
+    return EXIT_OK
+
+
+def quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.ingest import replay
+    from pipelines.schema.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    spark = get_spark(settings.master)
+    if args.action == "list":
+        found = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
+        report = {"dataset": dataset.name, **found}
+        _emit(report, args.json, _print_groups)
+        return EXIT_OK
+    summary = replay.run_replay(
+        spark, settings, dataset, args.reason, args.rule, _lease_options(args)
+    )
+    _emit(summary.as_json(), args.json, _print_summary)
+    return EXIT_OK
+
+
+def verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import verify
+    from pipelines.schema.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake)
+    spark = get_spark(settings.master)
+    options = verify.VerifyOptions(sample=args.sample or verify.DEFAULT_SAMPLE, full=args.full)
+    report = verify.verify(spark, settings, dataset, options)
+    _emit(report, args.json, verify.print_report)
+    if not report["ok"]:
+        shown = "; ".join(verify.problems(report))
+        print(f"error: {dataset.name}: the table fails verification: {shown}", file=sys.stderr)
+        return EXIT_POLICY
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import export
+    from pipelines.loader.manifest import parse_split
+    from pipelines.schema.datasets import load_dataset
+    from pipelines.spark import get_spark
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    parse_split(args.split)  # a bad --split fails before Spark starts
+    check_lake_reachable(settings.lake)
+    if args.out and args.out.startswith(("s3://", "s3a://")):
+        check_lake_reachable(args.out)
+    spark = get_spark(settings.master)
+    options = export.ExportOptions(
+        shards=args.shards,
+        version=args.version,
+        out=args.out,
+        columns=args.columns,
+        where=args.where,
+        split=args.split,
+        seed=args.seed,
+        row_group_rows=args.row_group_rows,
+    )
+    summary = export.export(spark, settings, dataset.name, options)
+    _emit(summary, args.json, export.print_summary)
+    return EXIT_OK
+
+
+def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        show(report)
+
+
+def _print_groups(report: dict[str, Any]) -> None:
+    print(f"{report['dataset']}: {report['rows']:,} quarantined record(s) not yet replayed")
+    for group in report["groups"]:
+        rule = f" [rule {group['rule']}]" if group["rule"] else ""
+        print(f"  {group['rows']:>10,}  {group['reason']}{rule}  ({group['files']} file(s))")
+
+
+def _print_summary(data: dict[str, object]) -> None:
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        print(f"{key:<{width}}  {value}")

@@ -1,0 +1,173 @@
+"""The ingest run: source files -> validated, hashed, deduplicated rows -> Delta, exactly once.
+
+Order of work, and why:
+
+1. Take the dataset's lease (one writer per dataset at a time; see :mod:`pipelines.lease`),
+   close out runs that died without an outcome (``abandoned``), log this run as ``running``.
+2. List the sources; look every file up in the ledger in one batch (:mod:`pipelines.ledger`):
+   unchanged files are skipped unopened; new ones are hashed and checked on executors
+   (:mod:`pipelines.files`): same bytes as a file already taken -> skipped, broken -> rejected.
+3. Read, type, hash every record of the files taken once and keep the result (memory, spilling
+   to disk), so the input is parsed once whatever follows.
+4. Count records; write refused records to the quarantine (skipping any already there), with
+   file, row number, raw record and reason.
+5. Drop duplicates inside the batch (first by file and position wins) and rows whose hash is
+   already in the table; append the rest in one commit, whose metadata holds the run's counts.
+6. Record the files in the ledger, then the run's outcome in the run log.
+
+Crash safety comes from keyed, idempotent writes rather than a cross-table transaction: the
+table takes only hashes it lacks, the quarantine only keys it lacks, the ledger is written
+last. A run that dies anywhere leaves its files out of the ledger, so the next run reads them
+again and adds exactly what is missing; it also records the dead run as ``abandoned`` with the
+rows that run committed (from the commits' metadata), so the run log still sums to the tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.columns import (
+    BLANK,
+    DROPPED,
+    REASON,
+    col,
+)
+from pipelines.config import Settings
+from pipelines.ingest import fileplan, inspection, reading, validate
+from pipelines.ingest.write import (
+    checked,
+    first_counts,
+    report_checks,
+    window_start,
+    write_new_rows,
+)
+from pipelines.lake import delta, ledger
+from pipelines.lake import lease as leases
+from pipelines.lake.quarantine import QUARANTINE_KEY
+from pipelines.runs.lifecycle import LeaseOptions, run_recorded
+from pipelines.runs.progress import progress
+from pipelines.runs.summary import Summary
+from pipelines.schema import evolution
+from pipelines.schema.datasets import Dataset
+from pipelines.storage import arrowfs, listing
+
+
+def run_ingest(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[str],
+    lease_options: LeaseOptions | None = None,
+) -> Summary:
+    """Ingest ``sources`` into ``dataset``'s table; record the run whether it succeeds or not."""
+
+    def work(summary: Summary, held: leases.Lease, change: evolution.Evolution | None) -> None:
+        _ingest(spark, settings, dataset, sources, summary, held, change)
+
+    return run_recorded(spark, settings, dataset, "ingest", sources, lease_options, work)
+
+
+def _ingest(
+    spark: SparkSession,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[str],
+    out: Summary,
+    held: leases.Lease,
+    change: evolution.Evolution | None,
+) -> None:
+    t0 = time.monotonic()
+    context = spark.sparkContext
+    out.extra["spark"] = {"master": context.master, "app_id": context.applicationId}
+    listed = listing.list_sources(spark, sources)
+    size_mb = sum(f.size for f in listed) / 1e6
+    progress(f"listing: {len(listed)} file(s), {size_mb:,.1f} MB for {dataset.name}")
+    known = ledger.load(spark, settings.ledger_uri(dataset.name))
+
+    def inspect(candidates: list[listing.SourceFile]) -> list[inspection.Inspection]:
+        progress(f"inspecting {len(candidates)} new file(s)")
+        return inspection.run_inspections(
+            context.parallelize,
+            [c.uri for c in candidates],
+            inspection.FileChecks.of(dataset),
+            arrowfs.s3_options(),
+            slices=context.defaultParallelism * 2,
+        )
+
+    plan = fileplan.plan(listed, known, inspect, dataset.on_changed_file, out.run_id)
+    out.files_seen = len(listed)
+    out.files_skipped = plan.skipped
+    out.extra["files_rejected"] = len(plan.rejected)
+    out.extra["files_ingested"] = len(plan.take)
+    for entry in plan.rejected:
+        progress(f"rejected {entry.path}: {entry.reason}")
+    progress(
+        f"reading {len(plan.take)} file(s); {plan.unchanged} unchanged and "
+        f"{plan.duplicates} duplicate file(s) skipped, {len(plan.rejected)} rejected"
+    )
+    if plan.take:
+        uris = [f.uri for f in plan.take]
+        _ingest_rows(spark, dataset, uris, plan.layouts, out, held, change, t0)
+    held.check()
+    progress(f"ledger: recording {len(plan.entries)} file(s)")
+    ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
+    out.table_version = delta.current_version(spark, out.table)
+    progress(
+        f"done in {time.monotonic() - t0:.1f}s: {out.rows_written:,} written, "
+        f"{out.rows_duplicate:,} duplicate, {out.rows_quarantined:,} quarantined"
+    )
+
+
+def _ingest_rows(
+    spark: SparkSession,
+    dataset: Dataset,
+    uris: list[str],
+    layouts: Mapping[str, reading.Layout],
+    out: Summary,
+    held: leases.Lease,
+    change: evolution.Evolution | None,
+    t0: float,
+) -> None:
+    now = F.lit(datetime.now(UTC))
+    since = window_start(spark, dataset, out.table)
+    records = (
+        checked(lambda: reading.read_raw(spark, dataset, uris, layouts))
+        .transform(lambda df: validate.with_typed_values(df, dataset))
+        .transform(lambda df: validate.with_rules(df, dataset, since))
+        .transform(lambda df: validate.with_content_hash(df, dataset.schema))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        counts = checked(lambda: first_counts(records, dataset))
+        out.rows_read, bad = int(counts["read"]), int(counts["bad"])
+        dropped = int(counts["dropped"])
+        report_checks(records, dataset, counts, out)
+        progress(
+            f"read {out.rows_read:,} records ({bad:,} refused, {dropped:,} dropped by rules) "
+            f"in {time.monotonic() - t0:.1f}s"
+        )
+
+        quarantined = 0
+        if bad:
+            refused = records.transform(validate.refused_with_source_rows).transform(
+                lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
+            )
+            present = delta.read_if_data(spark, out.quarantine)
+            fresh = validate.not_in(refused, present, QUARANTINE_KEY)
+            held.check()
+            progress("quarantining refused records")
+            quarantined = checked(lambda: delta.append(fresh, out.quarantine, out.run_id)).rows
+            progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
+        out.rows_quarantined = quarantined
+        out.rows_dropped = dropped
+
+        valid = records.filter(col(REASON).isNull() & ~col(BLANK) & ~col(DROPPED))
+        write_new_rows(spark, dataset, valid, bad, out, held, change, now, t0, since)
+    finally:
+        records.unpersist()

@@ -1,0 +1,51 @@
+"""What a run did: its summary, the row-accounting identity, and its id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Where a run's rows went: every row read is written, a duplicate, quarantined or dropped.
+ROW_OUTCOMES = ("rows_written", "rows_duplicate", "rows_quarantined", "rows_dropped")
+ROW_COUNTS = ("rows_read", *ROW_OUTCOMES)
+# The counts a run's data commit carries in its metadata (rows_written comes from the commit).
+COMMIT_COUNTS = tuple(key for key in ROW_COUNTS if key != "rows_written")
+# Summary fields kept in the run log's ``details`` JSON.
+DETAILS = ("rules", "drift", "rows_released", "rows_updated")
+
+
+@dataclass
+class Summary:
+    dataset: str
+    run_id: str
+    status: str
+    table: str
+    table_version: int | None
+    quarantine: str
+    files_seen: int = 0
+    files_skipped: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_duplicate: int = 0
+    rows_quarantined: int = 0
+    rows_dropped: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+
+def accounting_holds(summary: Mapping[str, Any]) -> bool:
+    """rows_read = rows_written + rows_duplicate + rows_quarantined + rows_dropped."""
+    return bool(summary["rows_read"] == sum(summary[key] for key in ROW_OUTCOMES))
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across machines."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
