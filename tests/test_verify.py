@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 from jobs import verify as verify_job
 from pipelines import cli, verify
 from pipelines.errors import EXIT_POLICY, EXIT_USAGE
-from pipelines.lake.delta import Commit
+from pipelines.lake.commits import Commit
 from pipelines.runs.summary import ROW_COUNTS
 from pipelines.schema.datasets import Column, SchemaVersion
 from tests.helpers import declare, ingest_quietly, last_json_line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipelines.lake.commits import Commit, data_commit
+
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,26 +21,6 @@ _NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
 def _location(uri: str) -> str:
     """Delta compares table locations as Hadoop paths: ``file:///x`` must be given as ``/x``."""
     return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-@dataclass(frozen=True)
-class Commit:
-    """A run's data commit: its version, the rows it wrote, and its userMetadata (``notes``)."""
-
-    version: int | None  # None: nothing was committed
-    rows: int  # appended, or inserted plus updated by a MERGE
-    notes: dict[str, Any] = field(default_factory=dict)
-    updated: int = 0  # rows a MERGE replaced in place (also ``notes["rows_updated"]``)
-
-    @property
-    def inserted(self) -> int:
-        """The rows the commit added to the table."""
-        return self.rows - self.updated
-
-    @property
-    def run_id(self) -> str | None:
-        run = self.notes.get("run_id")
-        return str(run) if run is not None else None
 
 
 def _has_commit(spark: SparkSession, uri: str, version: int) -> bool:
@@ -186,26 +168,17 @@ def run_commits(
     if up_to is not None:
         history = history.filter(F.col("version") <= up_to)
     rows = history.select("version", "operation", "operationMetrics", "userMetadata").collect()
-    found = [commit for commit in map(_data_commit, rows) if commit is not None]
+    found = [
+        commit
+        for row in rows
+        if (
+            commit := data_commit(
+                int(row["version"]), row["operation"], row["operationMetrics"], row["userMetadata"]
+            )
+        )
+        is not None
+    ]
     return sorted(found, key=lambda commit: commit.version or 0)
-
-
-def _data_commit(row: Any) -> Commit | None:
-    try:
-        notes = json.loads(row["userMetadata"] or "{}")
-    except ValueError:
-        return None
-    if not isinstance(notes, dict) or "run_id" not in notes or "marks" in notes:
-        return None
-    metrics = row["operationMetrics"] or {}
-    version = int(row["version"])
-    if row["operation"] == "MERGE":  # an upsert: it rewrites files, so count its changes
-        updated = int(metrics.get("numTargetRowsUpdated", 0))
-        inserted = int(metrics.get("numTargetRowsInserted", 0))
-        return Commit(version, inserted + updated, {**notes, "rows_updated": updated}, updated)
-    if row["operation"] == "WRITE":
-        return Commit(version, int(metrics.get("numOutputRows", 0)), notes)
-    return None
 
 
 def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Commit:

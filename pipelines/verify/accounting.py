@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipelines.lake.delta import Commit
+from pipelines.lake.commits import Commit
 from pipelines.runs.summary import ROW_COUNTS, accounting_holds
 
 FINISHED = ("succeeded", "abandoned")

@@ -18,7 +18,7 @@ from pyspark.sql.pandas.functions import arrow_udf
 
 from pipelines.columns import CONTENT_HASH, RESCUED, RUN_ID, SOURCE_FILE, col
 from pipelines.ingest import hashing
-from pipelines.lake.delta import Commit
+from pipelines.lake.commits import Commit
 from pipelines.schema import evolution
 from pipelines.schema.datasets import Dataset, SchemaVersion
 from pipelines.verify.options import EXAMPLES, VerifyOptions
