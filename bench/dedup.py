@@ -39,7 +39,7 @@ from ingest_overhead import generated  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from pipelines.config import resolve_settings  # noqa: E402
+from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest import validate  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
 from pipelines.lake import delta  # noqa: E402
@@ -193,7 +193,7 @@ def main() -> int:
     )
 
     # A first ingest warms the JVM (JIT, class loading) so that no measured run pays for it.
-    warm = resolve_settings(lake=str(args.out / "lake-warmup"), schemas=str(ROOT / "schemas"))
+    warm = resolve_config(lake=str(args.out / "lake-warmup"), schemas=str(ROOT / "schemas"))
     shutil.rmtree(args.out / "lake-warmup", ignore_errors=True)
     run_ingest(spark, warm, dataset, [str(raw / "*.csv")])
     shutil.rmtree(args.out / "lake-warmup", ignore_errors=True)
@@ -202,7 +202,7 @@ def main() -> int:
     for size in sizes:
         lake_dir = args.out / f"lake-{size // MILLION}m"
         shutil.rmtree(lake_dir, ignore_errors=True)
-        settings = resolve_settings(lake=str(lake_dir), schemas=str(ROOT / "schemas"))
+        settings = resolve_config(lake=str(lake_dir), schemas=str(ROOT / "schemas"))
         started = time.monotonic()
         base_table(spark, dataset, settings.table_uri("events"), size)
         built = time.monotonic() - started

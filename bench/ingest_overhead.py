@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.config import resolve_settings  # noqa: E402
+from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
 from pipelines.schema.datasets import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
@@ -115,7 +115,7 @@ def main() -> int:
     )
     baseline = time.monotonic() - t
 
-    settings = resolve_settings(lake=str(args.out / "lake"), schemas=str(ROOT / "schemas"))
+    settings = resolve_config(lake=str(args.out / "lake"), schemas=str(ROOT / "schemas"))
     t = time.monotonic()
     summary = run_ingest(spark, settings, dataset, [str(raw / "*.csv")])
     governed = time.monotonic() - t

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.s3 import server as s3_server  # noqa: E402
-from pipelines.config import resolve_settings  # noqa: E402
+from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
 from pipelines.schema.datasets import load_dataset  # noqa: E402
 from pipelines.spark import get_spark, s3a_options  # noqa: E402
@@ -63,7 +63,7 @@ def median_time(action: Callable[[], object], repeat: int = 3) -> float:
 
 
 def measure(spark: SparkSession, where: str, raw: str, lake: str, files: int) -> dict[str, object]:
-    settings = resolve_settings(lake=lake, schemas=str(ROOT / "schemas"))
+    settings = resolve_config(lake=lake, schemas=str(ROOT / "schemas"))
     dataset = load_dataset(settings.schemas, "clicks")
     start = time.monotonic()
     first = run_ingest(spark, settings, dataset, [raw])

@@ -18,7 +18,7 @@ DEFAULT_MASTER = "local[*]"
 
 
 @dataclass(frozen=True)
-class Settings:
+class Config:
     lake: str  # normalised URI: file:///abs/path or s3a://bucket/prefix
     schemas: Path
     master: str | None  # None: leave it to spark-submit / an active session
@@ -45,13 +45,13 @@ class Settings:
         return join_uri(self.lake, "_lakeshard", "leases", dataset)
 
 
-def resolve_settings(
+def resolve_config(
     lake: str | None = None, schemas: str | None = None, master: str | None = None
-) -> Settings:
+) -> Config:
     env = os.environ
     lake_uri = normalise_uri(lake or env.get("LAKESHARD_LAKE") or DEFAULT_LAKE)
     schemas_dir = Path(schemas or env.get("LAKESHARD_SCHEMAS") or DEFAULT_SCHEMAS)
-    return Settings(
+    return Config(
         lake=lake_uri, schemas=schemas_dir, master=master or env.get("LAKESHARD_SPARK_MASTER")
     )
 

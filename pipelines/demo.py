@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import cli, sample
-from pipelines.config import local_path, resolve_settings
+from pipelines.config import local_path, resolve_config
 from pipelines.runs.summary import accounting_holds
 
 RAW = Path("build/demo/raw")
@@ -83,7 +83,7 @@ def main() -> int:
             f"{'holds' if holds else 'BROKEN'}"
         )
 
-    settings = resolve_settings()
+    settings = resolve_config()
     table = str(results["events"][1]["table"])
     quarantine = str(results["events"][1]["quarantine"])
     _show_with_deltalake(table, quarantine)

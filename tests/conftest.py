@@ -116,7 +116,7 @@ def every_table_verifies(request: pytest.FixtureRequest, tmp_path: Path) -> Iter
     if request.node.get_closest_marker("unverified") or "spark" not in request.fixturenames:
         return
     from pipelines import verify as verifying
-    from pipelines.config import resolve_settings
+    from pipelines.config import resolve_config
     from pipelines.errors import ConfigError
     from pipelines.schema.datasets import load_dataset
 
@@ -133,6 +133,6 @@ def every_table_verifies(request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             dataset = load_dataset(schemas, table.name)
         except ConfigError:
             continue  # a test that ends with a broken declaration on purpose
-        settings = resolve_settings(lake=str(lake_dir), schemas=str(schemas))
+        settings = resolve_config(lake=str(lake_dir), schemas=str(schemas))
         report = verifying.verify(spark, settings, dataset, verifying.Options(sample=500))
         assert report["ok"], f"verify {table}: {verifying.problems(report)}"

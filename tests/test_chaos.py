@@ -26,7 +26,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines import sample
-from pipelines.config import resolve_settings
+from pipelines.config import resolve_config
 from pipelines.runs.summary import ROW_OUTCOMES
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
 from tests.helpers import REPO, ingest_quietly, last_json_line
@@ -93,7 +93,7 @@ def _read(uri: str) -> list[dict[str, Any]]:
 
 def _snapshot(lake_dir: Path) -> dict[str, Any]:
     """What must match a clean run: content hashes, quarantine keys, ledger entries."""
-    settings = resolve_settings(lake=str(lake_dir))
+    settings = resolve_config(lake=str(lake_dir))
     table = [r["_content_hash"].hex() for r in _read(settings.table_uri("events"))]
     quarantine = [r["_quarantine_key"] for r in _read(settings.quarantine_uri("events"))]
     ledger = [
@@ -105,7 +105,7 @@ def _snapshot(lake_dir: Path) -> dict[str, Any]:
 
 def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
     """The run log must close every run and sum to what the tables hold."""
-    records = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    records = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
     ended = [r for r in records if r["status"] != "running"]
     problems = []
     if {r["run_id"] for r in records} != {r["run_id"] for r in ended}:
@@ -221,7 +221,7 @@ def test_two_overlapping_runs_take_each_file_once(
         == max(s["rows_written"] for s in summaries)
     )
     assert _run_log_problems(lake_dir, snapshot) == []
-    runs = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    runs = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
     took = [r["run_id"] for r in runs if r["status"] == "succeeded" and r["rows_read"]]
     assert took == [s["run_id"] for s in summaries if s["files_ingested"]]
 
@@ -238,7 +238,7 @@ def test_sigterm_records_the_run_as_failed_and_frees_the_dataset(raw: Path, tmp_
     _, err = process.communicate(timeout=300)
     assert process.returncode == 143, err[-2000:]
     assert "error: terminated (SIGTERM)" in err
-    records = _read(resolve_settings(lake=str(lake_dir)).runs_uri("events"))
+    records = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
     assert sorted(r["status"] for r in records) == ["failed", "running"]
     assert next(r["error"] for r in records if r["status"] == "failed") == "terminated (SIGTERM)"
     # The lease is free: its last claim is marked released.

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines.config import resolve_settings
+from pipelines.config import resolve_config
 from pipelines.ingest.validate import schema_fields
 from pipelines.schema.datasets import load_dataset
 from pipelines.schema.tables import table_schema
@@ -181,7 +181,7 @@ def test_another_engine_reads_the_same_rows(spark: SparkSession, two_runs: dict[
 
 
 def test_run_log_records_both_runs(spark: SparkSession, two_runs: dict[str, Any]) -> None:
-    settings = resolve_settings(lake=str(two_runs["lake"]))
+    settings = resolve_config(lake=str(two_runs["lake"]))
     log = spark.read.format("delta").load(settings.runs_uri("events"))
     runs = log.filter("status != 'running'").orderBy("started_at").collect()
     assert [r.run_id for r in runs] == [two_runs["first"]["run_id"], two_runs["second"]["run_id"]]

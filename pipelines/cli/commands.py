@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.cli.parser import seconds
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.errors import (
     EXIT_OK,
     EXIT_POLICY,
@@ -32,7 +32,7 @@ def _setting(flag: float | None, variable: str, default: float) -> float:
         raise ConfigError(f"{variable}: {exc}") from None
 
 
-def ingest(args: argparse.Namespace, settings: Settings) -> int:
+def ingest(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ingest.run import run_ingest
     from pipelines.schema.datasets import load_dataset
     from pipelines.spark import get_spark
@@ -58,7 +58,7 @@ def _lease_options(args: argparse.Namespace) -> Any:
     )
 
 
-def schema(args: argparse.Namespace, settings: Settings) -> int:
+def schema(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.schema import governance
     from pipelines.schema.datasets import load_dataset
     from pipelines.storage.s3 import check_lake_reachable
@@ -80,7 +80,7 @@ def schema(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def quarantine(args: argparse.Namespace, settings: Settings) -> int:
+def quarantine(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ingest import replay
     from pipelines.schema.datasets import load_dataset
     from pipelines.spark import get_spark
@@ -101,7 +101,7 @@ def quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def verify(args: argparse.Namespace, settings: Settings) -> int:
+def verify(args: argparse.Namespace, settings: Config) -> int:
     from pipelines import verify
     from pipelines.schema.datasets import load_dataset
     from pipelines.spark import get_spark
@@ -120,7 +120,7 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def export(args: argparse.Namespace, settings: Settings) -> int:
+def export(args: argparse.Namespace, settings: Config) -> int:
     from pipelines import export
     from pipelines.loader.manifest import parse_split
     from pipelines.schema.datasets import load_dataset

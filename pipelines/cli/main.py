@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pipelines.cli import commands
 from pipelines.cli.parser import UsageError, build_parser
-from pipelines.config import DEFAULT_MASTER, Settings, resolve_settings
+from pipelines.config import DEFAULT_MASTER, Config, resolve_config
 from pipelines.errors import (
     EXIT_FAILURE,
     EXIT_TERMINATED,
@@ -62,9 +62,9 @@ def _main(args_list: list[str]) -> int:
         _quiet_pyspark_errors()
     try:
         args = build_parser().parse_args(args_list)
-        settings = resolve_settings(args.lake, args.schemas, getattr(args, "master", None))
+        settings = resolve_config(args.lake, args.schemas, getattr(args, "master", None))
         if settings.master is None:
-            settings = Settings(settings.lake, settings.schemas, DEFAULT_MASTER)
+            settings = Config(settings.lake, settings.schemas, DEFAULT_MASTER)
         if args.verb == "ingest":
             return commands.ingest(args, settings)
         if args.verb == "schema":

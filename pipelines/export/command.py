@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.columns import col
-from pipelines.config import Settings, join_uri, normalise_uri
+from pipelines.config import Config, join_uri, normalise_uri
 from pipelines.errors import ConfigError, PolicyError, first_line
 from pipelines.export.ranking import (
     OFFSET_COL,
@@ -96,7 +96,7 @@ class ExportOptions:
 
 
 def export(
-    spark: SparkSession, settings: Settings, dataset: str, options: ExportOptions
+    spark: SparkSession, settings: Config, dataset: str, options: ExportOptions
 ) -> dict[str, Any]:
     """Export the dataset's table; return the summary (``manifest``, ``rows``, ...)."""
     started = time.monotonic()
@@ -290,7 +290,7 @@ def schema_entries(schema: T.StructType, columns: Sequence[str]) -> tuple[dict[s
     )
 
 
-def default_out(settings: Settings, dataset: str, version: int) -> str:
+def default_out(settings: Config, dataset: str, version: int) -> str:
     return join_uri(settings.lake, "exports", dataset, f"v{version}")
 
 

@@ -45,7 +45,7 @@ from pipelines.columns import (
     SPLIT_START,
     col,
 )
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.ingest import reading, validate
 from pipelines.ingest.write import checked, first_counts, report_checks, write_new_rows
 from pipelines.lake import delta
@@ -112,7 +112,7 @@ def _groups(table: DataFrame) -> list[dict[str, Any]]:
 
 def run_replay(
     spark: SparkSession,
-    settings: Settings,
+    settings: Config,
     dataset: Dataset,
     reason: str | None = None,
     rule: str | None = None,

@@ -38,7 +38,7 @@ from pipelines.columns import (
     REASON,
     col,
 )
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.ingest import fileplan, inspection, reading, validate
 from pipelines.ingest.write import (
     checked,
@@ -60,7 +60,7 @@ from pipelines.storage import arrowfs, listing
 
 def run_ingest(
     spark: SparkSession,
-    settings: Settings,
+    settings: Config,
     dataset: Dataset,
     sources: list[str],
     lease_options: LeaseOptions | None = None,
@@ -75,7 +75,7 @@ def run_ingest(
 
 def _ingest(
     spark: SparkSession,
-    settings: Settings,
+    settings: Config,
     dataset: Dataset,
     sources: list[str],
     out: Summary,

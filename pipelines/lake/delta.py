@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.lake.commits import Commit, data_commit
-
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -14,8 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-_NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
+from pipelines.lake.commits import Commit, data_commit
 
+_NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
 
 
 def _location(uri: str) -> str:
@@ -216,7 +214,3 @@ def read_table(spark: SparkSession, uri: str, version: int | None = None) -> Dat
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(uri)
-
-
-
-

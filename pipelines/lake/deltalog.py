@@ -27,8 +27,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
-from pipelines.storage import arrowfs
 from pipelines.errors import ConfigError, first_line
+from pipelines.storage import arrowfs
 
 CONSTRAINT_PREFIX = "delta.constraints."
 _COMMIT = re.compile(r"(\d{20})\.json")

@@ -16,7 +16,6 @@ already taken), ``rejected`` (with the reason).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,9 +23,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pipelines.lake import delta
-from pipelines.ingest.inspection import Inspection
-from pipelines.ingest.reading import Layout
-from pipelines.storage.listing import SourceFile
 
 INGESTED, DUPLICATE, REJECTED = "ingested", "duplicate", "rejected"
 
@@ -68,8 +64,6 @@ class Known:
             self.ingested.setdefault(entry.file_hash, entry)
 
 
-
-
 def load(spark: SparkSession, uri: str) -> Known:
     """The ledger's entries in recording order (one Spark job; a few MB per 10k files)."""
     known = Known()
@@ -80,10 +74,6 @@ def load(spark: SparkSession, uri: str) -> Known:
     for row in table.to_pylist():
         known.add(Entry(**row))
     return known
-
-
-
-
 
 
 def append(spark: SparkSession, uri: str, entries: list[Entry], now: datetime) -> None:

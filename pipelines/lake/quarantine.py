@@ -1,41 +1,18 @@
-"""The quarantine table: refused records with where they came from and why, keyed so that a record is stored once."""
+"""The quarantine table: refused records with where they came from and why, each stored once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
-import pyarrow as pa
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.pandas.functions import arrow_udf
-from pipelines.ingest import hashing
+
 from pipelines.columns import (
-    BLANK,
-    CONTENT_HASH,
-    DROPPED,
-    EXTRA,
     FIELDS,
-    INGESTED_AT,
-    MALFORMED,
-    MONO,
     RAW,
     REASON,
-    RESCUED,
-    ROW_IN_FILE,
     RULES,
     RUN_ID,
     SOURCE_FILE,
     SOURCE_ROW,
-    SPLIT_START,
-    col,
-    value_col,
 )
-from pipelines.schema.datasets import Dataset
-from pipelines.schema.datasets import SchemaVersion
-from pipelines.ingest.reading import CARRIED
-from pipelines.ingest.reading import STRICT_JSON
-
 
 QUARANTINE_KEY = "_quarantine_key"
 

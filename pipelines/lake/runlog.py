@@ -1,18 +1,17 @@
-"""The run log: one append-only Delta table per dataset, a record when a run starts and one when it ends."""
+"""The run log: one append-only Delta table per dataset; a record when a run starts, one when
+it ends."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.lake.delta import ensure_table, has_data, read_table, table_exists
-
 
 RUNS_SCHEMA = T.StructType(
     [
@@ -64,7 +63,9 @@ def unfinished_runs(spark: SparkSession, uri: str) -> list[dict[str, Any]]:
     return [row.asDict() for row in open_runs.orderBy("started_at").collect()]
 
 
-def read_runs(spark: SparkSession, uri: str, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def read_runs(
+    spark: SparkSession, uri: str, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Every record of a run log (``columns`` of them), in no particular order."""
     if not table_exists(spark, uri) or not has_data(spark, uri):
         return []

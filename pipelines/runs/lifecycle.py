@@ -13,7 +13,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipelines import __version__
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.errors import (
     LakeshardError,
     describe,
@@ -41,7 +41,7 @@ Work = Callable[[Summary, leases.Lease, "evolution.Evolution | None"], None]
 
 def run_recorded(
     spark: SparkSession,
-    settings: Settings,
+    settings: Config,
     dataset: Dataset,
     command: str,
     sources: list[str],
@@ -102,7 +102,7 @@ def run_recorded(
 
 
 def planned_evolution(
-    spark: SparkSession, settings: Settings, dataset: Dataset
+    spark: SparkSession, settings: Config, dataset: Dataset
 ) -> evolution.Evolution | None:
     """How the existing table must change to take the current schema version (None: no table)."""
     uri = settings.table_uri(dataset.name)
@@ -115,7 +115,7 @@ def planned_evolution(
     return plan
 
 
-def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) -> None:
+def _ensure_tables(spark: SparkSession, settings: Config, dataset: Dataset) -> None:
     name = dataset.name
     wanted = [
         (settings.table_uri(name), tables.table_schema(dataset), "dataset"),
@@ -131,7 +131,7 @@ def _ensure_tables(spark: SparkSession, settings: Settings, dataset: Dataset) ->
 
 
 def _close_abandoned_runs(
-    spark: SparkSession, settings: Settings, dataset: Dataset, held: leases.Lease
+    spark: SparkSession, settings: Config, dataset: Dataset, held: leases.Lease
 ) -> None:
     """Record runs that died without an outcome as ``abandoned``, with what they committed.
 

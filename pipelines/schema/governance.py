@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.errors import PolicyError
 from pipelines.lake import deltalog
 from pipelines.schema import compat, evolution
 from pipelines.schema.datasets import Dataset, SchemaVersion
 
 
-def check(settings: Settings, dataset: Dataset, mode: str | None = None) -> dict[str, Any]:
+def check(settings: Config, dataset: Dataset, mode: str | None = None) -> dict[str, Any]:
     """The verdict on the current version: against earlier versions and the live table."""
     if mode is not None:
         dataset = dataclasses.replace(dataset, compatibility=mode)
@@ -52,7 +52,7 @@ def check(settings: Settings, dataset: Dataset, mode: str | None = None) -> dict
     }
 
 
-def history(settings: Settings, dataset: Dataset) -> dict[str, Any]:
+def history(settings: Config, dataset: Dataset) -> dict[str, Any]:
     """Each declared version: what it changed, and the table commit where it first arrived."""
     uri = settings.table_uri(dataset.name)
     commits = deltalog.commits(uri) if deltalog.snapshot(uri) is not None else []

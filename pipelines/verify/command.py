@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.columns import CONTENT_HASH, SOURCE_FILE, col
-from pipelines.config import Settings
+from pipelines.config import Config
 from pipelines.errors import ConfigError
 from pipelines.lake import delta, runlog
 from pipelines.runs.progress import progress
@@ -46,7 +46,7 @@ RUN_COLUMNS = ("run_id", "command", "status", "ended_at", "schema_version", *ROW
 
 
 def verify(
-    spark: SparkSession, settings: Settings, dataset: Dataset, options: VerifyOptions
+    spark: SparkSession, settings: Config, dataset: Dataset, options: VerifyOptions
 ) -> dict[str, Any]:
     """Check the dataset's table; the report's ``ok`` is False on any violation."""
     uri = settings.table_uri(dataset.name)
