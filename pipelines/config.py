@@ -1,13 +1,19 @@
-"""Where things are: lake root, dataset declarations, Spark master (flag > environment > default).
+"""The one configuration: settings resolved once (flag > environment > default), frozen.
 
-Resolved once per command into a frozen dataclass; nothing else reads these variables.
+This is the only module that reads environment variables. A command resolves a :class:`Config`
+once and passes it down; library entry points that are called without one (the trainer-side
+loader, a notebook) resolve the same way on first use. Credentials are :class:`Secret` values:
+their ``repr`` and ``str`` are redacted, so no config, plan or error message can print them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from pipelines.errors import ConfigError
@@ -15,13 +21,84 @@ from pipelines.errors import ConfigError
 DEFAULT_LAKE = "./lake"
 DEFAULT_SCHEMAS = "./schemas"
 DEFAULT_MASTER = "local[*]"
+DEFAULT_LEASE_TTL_S = 120.0  # how long a dead run's lease lives on without a heartbeat
+DEFAULT_DRIVER_MEMORY = "4g"  # local mode: tasks run in the driver's JVM
+DEFAULT_SPARK_LOG_LEVEL = "ERROR"
+REDACTED = "********"
+
+
+class Secret:
+    """A credential. ``repr`` and ``str`` show it redacted; :meth:`reveal` gives the value to
+    the one call that needs it (a client's constructor)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:  # picklable: plans travel to executors
+        return (Secret, (self._value,))
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """S3-compatible storage from the standard AWS variables (no keys: the default AWS chain)."""
+
+    endpoint: str | None = None  # AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; None: AWS itself
+    region: str | None = None  # AWS_REGION or AWS_DEFAULT_REGION
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
+    session_token: Secret | None = None
+
+    @property
+    def has_keys(self) -> bool:
+        return self.access_key is not None and self.secret_key is not None
+
+    @property
+    def path_style(self) -> bool:
+        """Non-AWS endpoints (MinIO, SeaweedFS, ...) take path-style requests."""
+        return self.endpoint is not None
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How lakeshard starts Spark (the session itself is built by :mod:`pipelines.spark`)."""
+
+    driver_memory: str = DEFAULT_DRIVER_MEMORY  # LAKESHARD_DRIVER_MEMORY (local mode)
+    conf: tuple[tuple[str, str], ...] = ()  # LAKESHARD_SPARK_CONF: "key=value;key=value"
+    log_level: str = DEFAULT_SPARK_LOG_LEVEL  # LAKESHARD_SPARK_LOG_LEVEL
+    python: str = sys.executable  # PYSPARK_PYTHON: the Python of the workers (hash UDF)
+    under_spark_submit: bool = False  # PYSPARK_GATEWAY_PORT set: the JVM is already running
+    conf_dir: Path | None = None  # SPARK_CONF_DIR, where `make env` writes spark-defaults.conf
 
 
 @dataclass(frozen=True)
 class Config:
+    """Everything a command needs to know about where things are and how to reach them."""
+
     lake: str  # normalised URI: file:///abs/path or s3a://bucket/prefix
     schemas: Path
     master: str | None  # None: leave it to spark-submit / an active session
+    s3: S3Settings = field(default_factory=S3Settings)
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    lease_wait_s: float = 0.0  # LAKESHARD_LEASE_WAIT: wait for another run of the dataset
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S  # LAKESHARD_LEASE_TTL
+    cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "lakeshard")
+    jars: Path | None = None  # LAKESHARD_JARS: a folder of jars instead of the cache's
 
     @property
     def on_s3(self) -> bool:
@@ -46,14 +123,86 @@ class Config:
 
 
 def resolve_config(
-    lake: str | None = None, schemas: str | None = None, master: str | None = None
+    lake: str | None = None,
+    schemas: str | None = None,
+    master: str | None = None,
+    lease_wait_s: float | None = None,
+    lease_ttl_s: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Config:
-    env = os.environ
-    lake_uri = normalise_uri(lake or env.get("LAKESHARD_LAKE") or DEFAULT_LAKE)
-    schemas_dir = Path(schemas or env.get("LAKESHARD_SCHEMAS") or DEFAULT_SCHEMAS)
+    """The configuration: each setting from its flag (the arguments), else the environment
+    (``env``, default ``os.environ``), else its default. Bad values are a ConfigError."""
+    env = os.environ if env is None else env
+    cache = env.get("LAKESHARD_CACHE")
     return Config(
-        lake=lake_uri, schemas=schemas_dir, master=master or env.get("LAKESHARD_SPARK_MASTER")
+        lake=normalise_uri(lake or env.get("LAKESHARD_LAKE") or DEFAULT_LAKE),
+        schemas=Path(schemas or env.get("LAKESHARD_SCHEMAS") or DEFAULT_SCHEMAS),
+        master=master or env.get("LAKESHARD_SPARK_MASTER"),
+        s3=s3_settings(env),
+        spark=SparkSettings(
+            driver_memory=env.get("LAKESHARD_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
+            conf=spark_conf(env.get("LAKESHARD_SPARK_CONF", "")),
+            log_level=env.get("LAKESHARD_SPARK_LOG_LEVEL") or DEFAULT_SPARK_LOG_LEVEL,
+            python=env.get("PYSPARK_PYTHON") or sys.executable,
+            under_spark_submit="PYSPARK_GATEWAY_PORT" in env,
+            conf_dir=Path(env["SPARK_CONF_DIR"]) if env.get("SPARK_CONF_DIR") else None,
+        ),
+        lease_wait_s=_seconds(lease_wait_s, env, "LAKESHARD_LEASE_WAIT", 0.0),
+        lease_ttl_s=_seconds(lease_ttl_s, env, "LAKESHARD_LEASE_TTL", DEFAULT_LEASE_TTL_S),
+        cache=Path(cache) if cache else Path.home() / ".cache" / "lakeshard",
+        jars=Path(env["LAKESHARD_JARS"]) if env.get("LAKESHARD_JARS") else None,
     )
+
+
+def s3_settings(env: Mapping[str, str] | None = None) -> S3Settings:
+    """S3 settings from the AWS variables (``env``, default ``os.environ``), read now."""
+    env = os.environ if env is None else env
+
+    def secret(name: str) -> Secret | None:
+        value = env.get(name)
+        return Secret(value) if value else None
+
+    return S3Settings(
+        endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        access_key=secret("AWS_ACCESS_KEY_ID"),
+        secret_key=secret("AWS_SECRET_ACCESS_KEY"),
+        session_token=secret("AWS_SESSION_TOKEN"),
+    )
+
+
+def spark_conf(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value;key=value`` (LAKESHARD_SPARK_CONF) as pairs, in order."""
+    pairs: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"LAKESHARD_SPARK_CONF: expected key=value, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def parse_seconds(text: str) -> float:
+    """A number of seconds, 0 or more; ValueError otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ValueError(f"expected a number of seconds, got {text!r}")
+    return value
+
+
+def _seconds(flag: float | None, env: Mapping[str, str], variable: str, default: float) -> float:
+    if flag is not None:
+        return flag
+    text = env.get(variable)
+    if text is None:
+        return default
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def normalise_uri(uri: str) -> str:

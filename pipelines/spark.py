@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import dataclasses
+import logging
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from pipelines import jvm
-from pipelines.storage import arrowfs
+from pipelines.config import Config, S3Settings, resolve_config, s3_settings
 
 APP_NAME = "lakeshard"
+# pyspark's loggers that print every Spark error it raises as a JSON blob on stderr.
+_QUERY_CONTEXT_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 
 
-def s3a_options(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Hadoop S3A settings from the standard AWS variables (no keys: the default AWS chain)."""
-    env = dict(os.environ if env is None else env)
+def s3a_options(s3: S3Settings | None = None) -> dict[str, str]:
+    """Hadoop S3A settings (no keys: the default AWS chain); ``s3``: default from the AWS
+    variables now. Secrets are revealed into the Hadoop configuration, which Spark redacts in
+    its UI and logs (``spark.redaction.regex`` matches ``secret`` and ``token``)."""
+    s3 = s3_settings() if s3 is None else s3
     opts: dict[str, str] = {
         "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",  # s3:// is treated as s3a://
@@ -28,23 +34,19 @@ def s3a_options(env: dict[str, str] | None = None) -> dict[str, str]:
         "fs.s3a.connection.establish.timeout": "5s",
         "fs.s3a.connection.timeout": "60s",
     }
-    endpoint = arrowfs.endpoint(env)
-    if endpoint:
-        opts["fs.s3a.endpoint"] = endpoint
+    if s3.endpoint:
+        opts["fs.s3a.endpoint"] = s3.endpoint
         opts["fs.s3a.path.style.access"] = "true"  # MinIO, SeaweedFS and friends
-        opts["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
-    region = arrowfs.region(env)
-    if region:
-        opts["fs.s3a.endpoint.region"] = region
-    elif endpoint:
+        opts["fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https")).lower()
+    if s3.region:
+        opts["fs.s3a.endpoint.region"] = s3.region
+    elif s3.endpoint:
         opts["fs.s3a.endpoint.region"] = "us-east-1"  # non-AWS endpoints ignore it; S3A wants one
-    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        opts["fs.s3a.access.key"] = key
-        opts["fs.s3a.secret.key"] = secret
-        token = env.get("AWS_SESSION_TOKEN")
-        if token:
-            opts["fs.s3a.session.token"] = token
+    if s3.access_key is not None and s3.secret_key is not None:
+        opts["fs.s3a.access.key"] = s3.access_key.reveal()
+        opts["fs.s3a.secret.key"] = s3.secret_key.reveal()
+        if s3.session_token is not None:
+            opts["fs.s3a.session.token"] = s3.session_token.reveal()
             opts["fs.s3a.aws.credentials.provider"] = (
                 "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
             )
@@ -55,7 +57,8 @@ def s3a_options(env: dict[str, str] | None = None) -> dict[str, str]:
     return opts
 
 
-def base_config(master: str | None) -> dict[str, str]:
+def base_config(config: Config) -> dict[str, str]:
+    """The session's settings for this configuration."""
     conf = {
         "spark.app.name": APP_NAME,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -71,47 +74,66 @@ def base_config(master: str | None) -> dict[str, str]:
         "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={jvm.LOG4J}",
         "spark.executor.extraJavaOptions": f"-Dlog4j.configurationFile={jvm.LOG4J}",
     }
-    conf.update({f"spark.hadoop.{k}": v for k, v in s3a_options().items()})
-    if not under_spark_submit():
+    conf.update({f"spark.hadoop.{k}": v for k, v in s3a_options(config.s3).items()})
+    if not config.spark.under_spark_submit:
         # spark-submit's own --master, --jars and --conf settings win there; the JARs come
         # from its --jars or the spark-defaults.conf that `make env` installs.
-        if master:
-            conf["spark.master"] = master
+        if config.master:
+            conf["spark.master"] = config.master
+        if (config.master or "local").startswith("local"):
+            # Local mode needs no network interface: the driver binds to loopback.
+            conf["spark.driver.host"] = "127.0.0.1"
+            conf["spark.driver.bindAddress"] = "127.0.0.1"
         # Local mode runs every task in the driver's JVM; Spark's 1g default is too small to
         # ingest a 1 GB batch. Cluster drivers keep whatever spark-submit gives them.
-        conf["spark.driver.memory"] = os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g")
-        conf["spark.jars"] = ",".join(jvm.jar_paths())
-    extra = os.environ.get("LAKESHARD_SPARK_CONF", "")
-    for item in filter(None, (part.strip() for part in extra.split(";"))):
-        key, _, value = item.partition("=")
-        conf[key.strip()] = value.strip()
+        conf["spark.driver.memory"] = config.spark.driver_memory
+        conf["spark.jars"] = ",".join(jvm.jar_paths(config))
+    conf.update(dict(config.spark.conf))
     return conf
 
 
-def under_spark_submit() -> bool:
-    """True inside a driver that spark-submit started (its JVM is already running)."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ
+def get_spark(master: str | None = None, config: Config | None = None) -> SparkSession:
+    """The SparkSession for a lakeshard command (the active one, when there is one).
 
-
-def get_spark(master: str | None = None) -> SparkSession:
-    """The SparkSession for a lakeshard command (the active one, when there is one)."""
+    ``config``: default resolved from the environment; ``master`` overrides its master. The
+    process environment is left as it is: the workers' Python is set on the context.
+    """
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    if (master or "local").startswith("local"):
-        # Local mode needs no network interface: bind to loopback, and say nothing about it.
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers (the Arrow hash UDF) run the interpreter that runs lakeshard, unless the
-    # user chose another; pyspark reads this variable, not spark.pyspark.python.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    config = resolve_config(master=master) if config is None else config
+    if master:
+        config = dataclasses.replace(config, master=master)
     builder = SparkSession.builder
-    for key, value in base_config(master).items():
+    for key, value in base_config(config).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("LAKESHARD_SPARK_LOG_LEVEL", "ERROR"))
+    # Python workers (the Arrow hash UDF) run the interpreter that runs lakeshard unless
+    # PYSPARK_PYTHON names another; pyspark reads it once, into the context.
+    spark.sparkContext.pythonExec = config.spark.python
+    spark.sparkContext.setLogLevel(config.spark.log_level)
     if not str(spark.sparkContext.master).startswith("local"):
         _ship_package(spark)
     return spark
+
+
+@contextmanager
+def quiet_query_errors(quiet: bool = True) -> Iterator[None]:
+    """Silence pyspark's loggers that print each Spark error it raises as a JSON blob: lakeshard
+    reports its errors itself, as one line (``--debug`` shows them in full)."""
+    from pyspark.logger import PySparkLogger
+
+    # pyspark's own logger class: a plain logging.Logger made first under these names would
+    # break pyspark's later calls to them (they pass extra keyword arguments).
+    loggers: list[logging.Logger] = [PySparkLogger.getLogger(n) for n in _QUERY_CONTEXT_LOGGERS]
+    saved = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = quiet or logger.disabled
+    try:
+        yield
+    finally:
+        for logger, was in zip(loggers, saved, strict=True):
+            logger.disabled = was
 
 
 def _ship_package(spark: SparkSession) -> None:

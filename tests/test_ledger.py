@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
+from pipelines.config import S3Settings
 from pipelines.ingest import inspection
 from pipelines.ingest.reading import Layout
 from pipelines.lake import ledger
@@ -203,7 +204,7 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     plan = ledger.plan(
         listed,
         ledger.Known(),
-        lambda found: [inspection.inspect_file(f.uri, rules, {}) for f in found],
+        lambda found: [inspection.inspect_file(f.uri, rules, S3Settings()) for f in found],
         "reject",
         "run-1",
     )
@@ -241,6 +242,6 @@ def test_the_checks_hand_the_reader_each_text_file_s_layout(
     path = tmp_path / ("f.csv.gz" if data[:2] == b"\x1f\x8b" else "f.csv")
     path.write_bytes(data)
     rules = inspection.FileChecks("csv", encoding, Limits())
-    found = inspection.inspect_file(f"file:{path}", rules, {})
+    found = inspection.inspect_file(f"file:{path}", rules, S3Settings())
     assert found.problem is None
     assert found.layout == Layout(charset, line_sep, header)

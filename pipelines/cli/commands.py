@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.cli.parser import seconds
 from pipelines.config import Config
 from pipelines.errors import (
     EXIT_OK,
     EXIT_POLICY,
-    ConfigError,
 )
-from pipelines.lake.lease import DEFAULT_TTL_S
-
-
-def _setting(flag: float | None, variable: str, default: float) -> float:
-    """A number of seconds: the flag, else the environment variable, else the default."""
-    if flag is not None:
-        return flag
-    text = os.environ.get(variable)
-    if text is None:
-        return default
-    try:
-        return seconds(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def ingest(args: argparse.Namespace, settings: Config) -> int:
@@ -39,23 +22,20 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
+    check_lake_reachable(settings.lake, settings.s3)
     for source in args.sources:
         if source.startswith(("s3://", "s3a://")):
-            check_lake_reachable(source)
-    spark = get_spark(settings.master)
-    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(args))
+            check_lake_reachable(source, settings.s3)
+    spark = get_spark(config=settings)
+    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(settings))
     _emit(summary.as_json(), args.json, _print_summary)
     return EXIT_OK
 
 
-def _lease_options(args: argparse.Namespace) -> Any:
+def _lease_options(config: Config) -> Any:
     from pipelines.runs.lifecycle import LeaseOptions
 
-    return LeaseOptions(
-        wait_s=_setting(args.wait, "LAKESHARD_LEASE_WAIT", 0.0),
-        ttl_s=_setting(args.lease_ttl, "LAKESHARD_LEASE_TTL", DEFAULT_TTL_S),
-    )
+    return LeaseOptions(wait_s=config.lease_wait_s, ttl_s=config.lease_ttl_s)
 
 
 def schema(args: argparse.Namespace, settings: Config) -> int:
@@ -64,7 +44,7 @@ def schema(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
+    check_lake_reachable(settings.lake, settings.s3)
     if args.action == "check":
         report = governance.check(settings, dataset, args.mode)
         _emit(report, args.json, governance.print_check)
@@ -87,15 +67,15 @@ def quarantine(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    spark = get_spark(settings.master)
+    check_lake_reachable(settings.lake, settings.s3)
+    spark = get_spark(config=settings)
     if args.action == "list":
         found = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
         report = {"dataset": dataset.name, **found}
         _emit(report, args.json, _print_groups)
         return EXIT_OK
     summary = replay.run_replay(
-        spark, settings, dataset, args.reason, args.rule, _lease_options(args)
+        spark, settings, dataset, args.reason, args.rule, _lease_options(settings)
     )
     _emit(summary.as_json(), args.json, _print_summary)
     return EXIT_OK
@@ -108,8 +88,8 @@ def verify(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake)
-    spark = get_spark(settings.master)
+    check_lake_reachable(settings.lake, settings.s3)
+    spark = get_spark(config=settings)
     options = verify.VerifyOptions(sample=args.sample or verify.DEFAULT_SAMPLE, full=args.full)
     report = verify.verify(spark, settings, dataset, options)
     _emit(report, args.json, verify.print_report)
@@ -129,10 +109,10 @@ def export(args: argparse.Namespace, settings: Config) -> int:
 
     dataset = load_dataset(settings.schemas, args.dataset)
     parse_split(args.split)  # a bad --split fails before Spark starts
-    check_lake_reachable(settings.lake)
+    check_lake_reachable(settings.lake, settings.s3)
     if args.out and args.out.startswith(("s3://", "s3a://")):
-        check_lake_reachable(args.out)
-    spark = get_spark(settings.master)
+        check_lake_reachable(args.out, settings.s3)
+    spark = get_spark(config=settings)
     options = export.ExportOptions(
         shards=args.shards,
         version=args.version,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 from pipelines.cli import commands
 from pipelines.cli.parser import UsageError, build_parser
@@ -21,6 +24,15 @@ from pipelines.errors import (
     request_stop,
     stop_requested,
 )
+from pipelines.runs import progress
+
+_VERBS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "ingest": commands.ingest,
+    "schema": commands.schema,
+    "quarantine": commands.quarantine,
+    "verify": commands.verify,
+    "export": commands.export,
+}
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -47,35 +59,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _quiet_pyspark_errors() -> None:
-    """pyspark logs every Spark error it raises as a JSON blob on stderr; the command reports
-    its errors itself, as one line (``--debug`` shows them in full)."""
-    from pyspark.logger import PySparkLogger
+# The extra that brings what a missing module is part of, for a one-line error.
+_EXTRAS = {"pyspark": "spark", "delta": "spark", "boto3": "spark", "xxhash": "spark"}
 
-    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
-        PySparkLogger.getLogger(name).disabled = True
+
+def _quiet_query_errors(debug: bool) -> AbstractContextManager[None]:
+    try:
+        from pipelines.spark import quiet_query_errors
+    except ImportError:  # a lean install without Spark: nothing to silence
+        return nullcontext()
+    return quiet_query_errors(not debug)
 
 
 def _main(args_list: list[str]) -> int:
     debug = "--debug" in args_list
-    if not debug:
-        _quiet_pyspark_errors()
     try:
         args = build_parser().parse_args(args_list)
-        settings = resolve_config(args.lake, args.schemas, getattr(args, "master", None))
-        if settings.master is None:
-            settings = Config(settings.lake, settings.schemas, DEFAULT_MASTER)
-        if args.verb == "ingest":
-            return commands.ingest(args, settings)
-        if args.verb == "schema":
-            return commands.schema(args, settings)
-        if args.verb == "quarantine":
-            return commands.quarantine(args, settings)
-        if args.verb == "verify":
-            return commands.verify(args, settings)
-        if args.verb == "export":
-            return commands.export(args, settings)
-        raise UsageError(f"lakeshard: unknown command {args.verb!r}")
+        progress.configure(
+            progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL
+        )
+        config = resolve_config(
+            args.lake,
+            args.schemas,
+            getattr(args, "master", None),
+            lease_wait_s=getattr(args, "wait", None),
+            lease_ttl_s=getattr(args, "lease_ttl", None),
+        )
+        if config.master is None:
+            config = dataclasses.replace(config, master=DEFAULT_MASTER)
+        handler = _VERBS.get(args.verb)
+        if handler is None:
+            raise UsageError(f"lakeshard: unknown command {args.verb!r}")
+        with _quiet_query_errors(debug):
+            return handler(args, config)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: lakeshard {args_list[0] if args_list else ''} needs {exc.name}, which this "
+            f"install lacks: pip install 'lakeshard[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

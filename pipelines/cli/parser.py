@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pipelines import __version__
-from pipelines.lake.lease import DEFAULT_TTL_S
+from pipelines.config import DEFAULT_LEASE_TTL_S, parse_seconds
 from pipelines.schema.datasets import COMPATIBILITY
 
 _EPILOG = """\
@@ -47,6 +47,11 @@ def _common(parser: argparse.ArgumentParser, spark: bool = True) -> None:
         "--json", action="store_true", help="print the result as JSON on the last line"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines on stderr, warnings only"
+    )
+    talk.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +104,7 @@ def _lease_flags(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=seconds,
         help="how long the dataset's lease outlives a run that stops renewing it, e.g. a "
-        f"killed driver (env LAKESHARD_LEASE_TTL; default {DEFAULT_TTL_S:.0f})",
+        f"killed driver (env LAKESHARD_LEASE_TTL; default {DEFAULT_LEASE_TTL_S:.0f})",
     )
 
 
@@ -333,9 +338,6 @@ def _positive(text: str) -> int:
 
 def seconds(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
-    return value
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -36,14 +36,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from delta.tables import DeltaTable
-from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.columns import col
 from pipelines.config import Config, join_uri, normalise_uri
-from pipelines.errors import ConfigError, PolicyError, first_line
+from pipelines.errors import ConfigError, PolicyError
 from pipelines.export.ranking import (
     OFFSET_COL,
     PART_COL,
@@ -74,6 +73,7 @@ from pipelines.loader.manifest import (
     split_bounds,
 )
 from pipelines.runs.progress import progress
+from pipelines.schema.expressions import condition_problem
 from pipelines.storage import arrowfs
 
 DEFAULT_SPLIT = "train=1"
@@ -140,7 +140,7 @@ def export(
 
     plan = WritePlan(
         out=out,
-        s3=arrowfs.s3_options(),
+        s3=settings.s3,
         schema=arrow_schema(table.select(*[col(c) for c in columns]).schema, spark),
         splits=tuple(name for name, _ in split),
         shards=options.shards,
@@ -248,33 +248,15 @@ def check_where(table: DataFrame, where: str | None) -> str | None:
     deterministic boolean condition on one row (the same rows on every re-export)."""
     if where is None:
         return None
-    try:
-        frame = table.select(F.expr(where).alias("ok"))
-        dtype = frame.schema["ok"].dataType
-    except (AnalysisException, ParseException) as exc:
-        raise ConfigError(f"--where {where!r}: {first_line(exc)}") from None
-    if not isinstance(dtype, T.BooleanType):
-        raise ConfigError(
-            f"--where {where!r} is of type {dtype.simpleString()}, not a boolean condition"
+    problem = condition_problem(table, where)
+    if problem is None:
+        return where
+    if problem.startswith(" uses") or problem == " is not deterministic":
+        problem += (
+            "; a re-export must select the same rows, so it must be a deterministic "
+            "condition on one row"
         )
-    root = frame._jdf.queryExecution().analyzed().expressions().apply(0)
-    if not root.deterministic() or _has_subquery(root):
-        raise ConfigError(
-            f"--where {where!r} is not a deterministic condition on one row; a re-export "
-            "must select the same rows"
-        )
-    return where
-
-
-_SUBQUERIES = {"ScalarSubquery", "Exists", "ListQuery", "InSubquery", "LateralSubquery"}
-
-
-def _has_subquery(node: Any) -> bool:
-    """Whether a Catalyst expression reads another query (whose answer may change)."""
-    if str(node.getClass().getSimpleName()) in _SUBQUERIES:
-        return True
-    children = node.children()
-    return any(_has_subquery(children.apply(i)) for i in range(children.size()))
+    raise ConfigError(f"--where {where!r}{problem}")
 
 
 def schema_entries(schema: T.StructType, columns: Sequence[str]) -> tuple[dict[str, Any], ...]:

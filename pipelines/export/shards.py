@@ -22,6 +22,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.udf import UserDefinedFunction
 from pyspark.util import PythonEvalType
 
+from pipelines.config import S3Settings
 from pipelines.errors import StorageError
 from pipelines.export.ranking import POS_COL, SHARD_COL, SPLIT_COL, TARGET_COL
 from pipelines.loader.manifest import (
@@ -53,7 +54,7 @@ class WritePlan:
     """What an executor needs to write shards (picklable; no Spark objects)."""
 
     out: str  # the export's folder URI
-    s3: Mapping[str, Any]  # S3FileSystem arguments from the driver: executors may lack them
+    s3: S3Settings  # from the driver: executors may lack the AWS variables (repr redacted)
     schema: pa.Schema
     splits: tuple[str, ...]
     shards: int

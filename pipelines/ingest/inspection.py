@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines.config import S3Settings
 from pipelines.errors import first_line
 from pipelines.ingest.reading import HEAD_BYTES, Layout, layout_of
 from pipelines.schema.datasets import Dataset, Limits
@@ -62,7 +63,7 @@ class FileChecks:
         return cls(format=dataset.format, encoding=dataset.encoding, limits=dataset.limits)
 
 
-def inspect_file(uri: str, rules: FileChecks, s3: dict[str, Any]) -> Inspection:
+def inspect_file(uri: str, rules: FileChecks, s3: S3Settings) -> Inspection:
     """Hash one file's bytes and check it against ``rules``; never raises for a bad file."""
     try:
         fs, path = arrowfs.filesystem(uri, s3)
@@ -85,9 +86,7 @@ def inspect_file(uri: str, rules: FileChecks, s3: dict[str, Any]) -> Inspection:
     return Inspection(uri, digest, problem, layout)
 
 
-def inspect_many(
-    uris: Iterable[str], rules: FileChecks, s3: dict[str, Any]
-) -> Iterator[Inspection]:
+def inspect_many(uris: Iterable[str], rules: FileChecks, s3: S3Settings) -> Iterator[Inspection]:
     """Inspect files with a few threads: for small files, storage latency dominates."""
     items = list(uris)
     with ThreadPoolExecutor(max_workers=min(_THREADS_PER_TASK, max(1, len(items)))) as pool:
@@ -212,7 +211,7 @@ def run_inspections(
     parallelize: Callable[[list[str], int], Any],
     uris: list[str],
     rules: FileChecks,
-    s3: dict[str, Any],
+    s3: S3Settings,
     slices: int,
 ) -> list[Inspection]:
     """Inspect ``uris`` as a Spark job: ``parallelize`` is ``SparkContext.parallelize``."""

@@ -52,7 +52,7 @@ from pipelines.lake import delta
 from pipelines.lake.lease import Lease
 from pipelines.lake.quarantine import QUARANTINE_KEY, REPLAYED_AT, REPLAYED_BY
 from pipelines.runs.lifecycle import LeaseOptions, run_recorded
-from pipelines.runs.progress import progress
+from pipelines.runs.progress import progress, warn
 from pipelines.runs.summary import Summary
 from pipelines.schema.datasets import Dataset
 from pipelines.schema.evolution import Evolution
@@ -121,7 +121,7 @@ def run_replay(
     """Move the quarantined records of ``dataset`` that now pass into its table, once."""
     if rule is not None and rule not in {r.name for r in dataset.rules}:
         # Rows may name a rule since removed: allowed, but say what is declared now.
-        progress(f"note: rule {rule!r} is not declared now ({_rule_names(dataset)})")
+        warn(f"rule {rule!r} is not declared now ({_rule_names(dataset)})")
     sources = [f"quarantine:{settings.quarantine_uri(dataset.name)}"]
 
     def work(summary: Summary, held: Lease, change: Evolution | None) -> None:

@@ -55,7 +55,7 @@ from pipelines.runs.progress import progress
 from pipelines.runs.summary import Summary
 from pipelines.schema import evolution
 from pipelines.schema.datasets import Dataset
-from pipelines.storage import arrowfs, listing
+from pipelines.storage import listing
 
 
 def run_ingest(
@@ -96,7 +96,7 @@ def _ingest(
             context.parallelize,
             [c.uri for c in candidates],
             inspection.FileChecks.of(dataset),
-            arrowfs.s3_options(),
+            settings.s3,
             slices=context.defaultParallelism * 2,
         )
 

@@ -30,7 +30,7 @@ from pipelines.errors import (
 from pipelines.ingest import validate
 from pipelines.lake import delta
 from pipelines.lake import lease as leases
-from pipelines.runs.progress import progress
+from pipelines.runs.progress import progress, warn
 from pipelines.runs.summary import COMMIT_COUNTS, Summary
 from pipelines.schema import evolution, rules
 from pipelines.schema.datasets import Dataset
@@ -67,8 +67,8 @@ def prepare_table(
             try:
                 delta.alter(spark, uri, statement)
             except Exception as exc:
-                progress(
-                    f"warning: could not {statement} ({describe(exc)}); earlier rows break it, "
+                warn(
+                    f"could not {statement} ({describe(exc)}); earlier rows break it, "
                     "so lakeshard alone keeps refusing nulls there"
                 )
         merge = plan.merge
@@ -87,8 +87,8 @@ def add_constraints(spark: SparkSession, uri: str, dataset: Dataset) -> None:
         try:
             delta.alter(spark, uri, f"ADD CONSTRAINT `{name}` CHECK ({expr})")
         except Exception as exc:
-            progress(
-                f"warning: constraint {name} not added: rows already in the table break it "
+            warn(
+                f"constraint {name} not added: rows already in the table break it "
                 f"({describe(exc)}); new rows are still checked by the rule"
             )
             text = expr.replace("\\", "\\\\").replace("'", "\\'")

@@ -11,13 +11,13 @@ folder named after the pom's hash, and then used offline by every SparkSession a
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.config import Config, resolve_config
 from pipelines.errors import ConfigError
 
 POM = Path(__file__).with_name("pom.xml")
@@ -25,24 +25,23 @@ LOG4J = Path(__file__).with_name("log4j2.properties")
 COMPLETE = ".complete"
 
 
-def cache_root() -> Path:
+def cache_root(config: Config | None = None) -> Path:
     """``LAKESHARD_CACHE`` or ``~/.cache/lakeshard``: shared by every clone on the machine."""
-    configured = os.environ.get("LAKESHARD_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "lakeshard"
+    return (config or resolve_config()).cache
 
 
-def jars_dir() -> Path:
+def jars_dir(config: Config | None = None) -> Path:
     """The folder holding this pom's jars (``LAKESHARD_JARS`` overrides it)."""
-    configured = os.environ.get("LAKESHARD_JARS")
-    if configured:
-        return Path(configured)
+    config = config or resolve_config()
+    if config.jars is not None:
+        return config.jars
     stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
-    return cache_root() / f"jars-{stamp}"
+    return config.cache / f"jars-{stamp}"
 
 
-def jar_paths() -> list[str]:
+def jar_paths(config: Config | None = None) -> list[str]:
     """Absolute paths of the resolved jars, sorted; a ConfigError if they were never resolved."""
-    folder = jars_dir()
+    folder = jars_dir(config)
     if not (folder / COMPLETE).exists():
         raise ConfigError(
             f"JVM artifacts are not resolved in {folder}: run `make env` "
@@ -97,7 +96,7 @@ def write_spark_defaults() -> Path:
     """Install spark-defaults.conf into the SPARK_HOME of the pyspark in this environment."""
     import pyspark
 
-    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(pyspark.__file__).parent / "conf")
+    conf_dir = resolve_config().spark.conf_dir or Path(pyspark.__file__).parent / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / "spark-defaults.conf"
     target.write_text(spark_defaults())

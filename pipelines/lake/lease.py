@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from pipelines.config import DEFAULT_LEASE_TTL_S
 from pipelines.errors import (
     ConfigError,
     PolicyError,
@@ -43,7 +44,7 @@ from pipelines.errors import (
     raise_if_stopped,
 )
 
-DEFAULT_TTL_S = 120.0
+DEFAULT_TTL_S = DEFAULT_LEASE_TTL_S
 
 
 class Store(Protocol):

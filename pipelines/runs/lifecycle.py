@@ -4,7 +4,6 @@ the runs that died before it."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from pipelines.errors import (
 from pipelines.lake import delta, ledger, runlog
 from pipelines.lake import lease as leases
 from pipelines.lake.quarantine import QUARANTINE_SCHEMA
-from pipelines.runs.progress import progress
+from pipelines.runs.progress import info, progress, warn
 from pipelines.runs.summary import COMMIT_COUNTS, DETAILS, ROW_COUNTS, Summary, new_run_id
 from pipelines.schema import evolution, rules, tables
 from pipelines.schema.datasets import Dataset
@@ -93,11 +92,11 @@ def run_recorded(
             summary.status, error = "failed", f"interrupted ({type(exc).__name__})"
             raise
         finally:
-            print(f"lakeshard: recording run {run_id} as {summary.status}", file=sys.stderr)
+            info(f"recording run {run_id} as {summary.status}")
             try:
                 runlog.record_run(spark, log, record(error))
             except Exception as exc:  # the run's own outcome matters more than its log line
-                progress(f"warning: could not write the run log: {describe(exc)}")
+                warn(f"could not write the run log: {describe(exc)}")
     return summary
 
 

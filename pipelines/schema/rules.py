@@ -12,54 +12,17 @@ constraints named ``lakeshard_rule_<name>``, so a writer that bypasses lakeshard
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Mapping
 
-from pyspark.errors import AnalysisException, ParseException
-from pyspark.logger import PySparkLogger
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from pipelines.errors import ConfigError
 from pipelines.schema.datasets import Dataset, Rule
+from pipelines.schema.expressions import condition_problem
 
 CONSTRAINT_PREFIX = "lakeshard_rule_"
 # Table property marking a constraint that could not be added (rows already break it).
 UNENFORCED = "lakeshard.unenforced."
-# Catalyst expression classes a rule may not use: it must be a pure function of one row.
-_FORBIDDEN = {
-    "ScalarSubquery": "a subquery",
-    "Exists": "a subquery",
-    "ListQuery": "a subquery",
-    "InSubquery": "a subquery",
-    "LateralSubquery": "a subquery",
-    "PythonUDF": "a UDF",
-    "ScalaUDF": "a UDF",
-    "HiveSimpleUDF": "a UDF",
-    "HiveGenericUDF": "a UDF",
-    "AggregateExpression": "an aggregate",
-    "WindowExpression": "a window function",
-}
-
-
-@contextmanager
-def _quiet_pyspark() -> Iterator[None]:
-    """pyspark logs every analysis error it raises; a bad rule is reported once, by lakeshard."""
-    # pyspark's own logger class: a plain logging.Logger made first under these names would
-    # break pyspark's later calls to them (they pass extra keyword arguments).
-    names = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
-    loggers: list[logging.Logger] = [PySparkLogger.getLogger(n) for n in names]
-    saved = [logger.disabled for logger in loggers]
-    for logger in loggers:
-        logger.disabled = True
-    try:
-        yield
-    finally:
-        for logger, was in zip(loggers, saved, strict=True):
-            logger.disabled = was
 
 
 def check_rules(spark: SparkSession, dataset: Dataset) -> None:
@@ -67,47 +30,15 @@ def check_rules(spark: SparkSession, dataset: Dataset) -> None:
     if not dataset.rules:
         return
     empty = spark.createDataFrame([], dataset.schema.struct())
-    with _quiet_pyspark():
-        for rule in dataset.rules:
-            _check(empty, rule, dataset)
-
-
-def _check(empty: Any, rule: Rule, dataset: Dataset) -> None:
-    where = f"{dataset.declaration}: {rule.key}.expr"
-    try:
-        frame = empty.select(F.expr(rule.expr).alias("ok"))
-        dtype = frame.schema["ok"].dataType
-    except (AnalysisException, ParseException) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        message = lines[0] if lines else type(exc).__name__
-        if "UNRESOLVED_COLUMN" in message:
-            columns = ", ".join(dataset.schema.names)
-            message = message.split(" Did you mean")[0] + f" (columns: {columns})"
-        raise ConfigError(f"{where}: {rule.expr!r}: {message}") from None
-    if not isinstance(dtype, T.BooleanType):
-        raise ConfigError(
-            f"{where}: {rule.expr!r} is of type {dtype.simpleString()}, not a boolean condition"
-        )
-    plan = frame._jdf.queryExecution().analyzed()
-    if plan.getClass().getSimpleName() != "Project":
-        raise ConfigError(f"{where}: {rule.expr!r} is not a condition on one row")
-    root = plan.expressions().apply(0)
-    for node in _nodes(root):
-        what = _FORBIDDEN.get(str(node.getClass().getSimpleName()))
-        if what is not None:
-            raise ConfigError(f"{where}: {rule.expr!r} uses {what}; a rule sees one row only")
-    if not root.deterministic():
-        raise ConfigError(
-            f"{where}: {rule.expr!r} is not deterministic; a rule must give the same answer "
-            "for the same row on every run"
-        )
-
-
-def _nodes(node: Any) -> Iterator[Any]:
-    yield node
-    children = node.children()
-    for index in range(children.size()):
-        yield from _nodes(children.apply(index))
+    for rule in dataset.rules:
+        problem = condition_problem(empty, rule.expr)
+        if problem is None:
+            continue
+        if problem.startswith(" uses"):
+            problem += "; a rule sees one row only"
+        elif problem == " is not deterministic":
+            problem += "; a rule must give the same answer for the same row on every run"
+        raise ConfigError(f"{dataset.declaration}: {rule.key}.expr: {rule.expr!r}{problem}")
 
 
 def constraint_expr(rule: Rule) -> str:

@@ -5,30 +5,39 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+from pipelines.config import S3Settings, Secret, s3_settings
 from pipelines.errors import ConfigError
-from pipelines.storage import arrowfs
 
 
-def s3_client() -> Any:
-    """A boto3 S3 client from the standard AWS variables, with short timeouts."""
+def s3_client(s3: S3Settings | None = None) -> Any:
+    """A boto3 S3 client with short timeouts; ``s3``: default from the AWS variables now (no
+    keys there: boto3's own credential chain)."""
     import boto3
-    from botocore.config import Config
+    from botocore.config import Config as BotoConfig
 
-    endpoint = arrowfs.endpoint()
+    s3 = s3_settings() if s3 is None else s3
+    keys = s3.access_key is not None and s3.secret_key is not None
+
+    def revealed(secret: Secret | None) -> str | None:
+        return secret.reveal() if keys and secret is not None else None
+
     return boto3.client(
         "s3",
-        endpoint_url=endpoint,
-        region_name=arrowfs.region() or "us-east-1",
-        config=Config(
+        endpoint_url=s3.endpoint,
+        region_name=s3.region or "us-east-1",
+        aws_access_key_id=revealed(s3.access_key),
+        aws_secret_access_key=revealed(s3.secret_key),
+        aws_session_token=revealed(s3.session_token),
+        config=BotoConfig(
             connect_timeout=5,
             read_timeout=10,
             retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path"} if endpoint else {},
+            s3={"addressing_style": "path"} if s3.path_style else {},
         ),
     )
 
 
-def check_lake_reachable(lake: str) -> None:
+def check_lake_reachable(lake: str, s3: S3Settings | None = None) -> None:
     """Fail fast (exit 2) when an S3 lake's endpoint, bucket or credentials are wrong.
 
     S3A would retry for minutes before giving up; one short request says it in a second. The
@@ -38,10 +47,11 @@ def check_lake_reachable(lake: str) -> None:
         return
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+    s3 = s3_settings() if s3 is None else s3
     bucket = urlparse(lake).netloc
-    endpoint = arrowfs.endpoint()
+    endpoint = s3.endpoint
     where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
-    client = s3_client()
+    client = s3_client(s3)
     try:
         client.head_bucket(Bucket=bucket)
     except NoCredentialsError:
