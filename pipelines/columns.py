@@ -1,9 +1,14 @@
-"""Bookkeeping column names and small helpers for column references."""
+"""Bookkeeping column names (one definition each), and a Spark column by its exact name.
+
+Importable without pyspark: the trainer-side loader needs the names too.
+"""
 
 from __future__ import annotations
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 CONTENT_HASH = "_content_hash"
 SOURCE_FILE = "_source_file"
@@ -26,6 +31,8 @@ BLANK = "_blank"  # a blank line in a JSON-lines file: counted as a line, not as
 
 def col(name: str) -> Column:
     """A column by its exact name, whatever characters it holds (dots, spaces, backticks)."""
+    from pyspark.sql import functions as F  # here: the names above need no pyspark
+
     return F.col("`" + name.replace("`", "``") + "`")
 
 

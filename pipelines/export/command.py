@@ -40,7 +40,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.columns import col
+from pipelines.columns import CONTENT_HASH, col
 from pipelines.config import Config, join_uri, normalise_uri
 from pipelines.errors import ConfigError, PolicyError
 from pipelines.export.ranking import (
@@ -57,7 +57,7 @@ from pipelines.export.ranking import (
 )
 from pipelines.export.shards import (
     WritePlan,
-    _placeholder,
+    placeholder_shard,
     arrow_schema,
     collect_shards,
     planned_groups,
@@ -65,7 +65,6 @@ from pipelines.export.shards import (
 )
 from pipelines.lake import delta
 from pipelines.loader.manifest import (
-    HASH_COLUMN,
     MANIFEST,
     Manifest,
     Split,
@@ -117,7 +116,7 @@ def export(
         seed=options.seed,
         schema=schema_entries(table.schema, columns),
         splits=tuple(
-            Split(name, fraction, 0, tuple(_placeholder() for _ in range(options.shards)))
+            Split(name, fraction, 0, tuple(placeholder_shard() for _ in range(options.shards)))
             for name, fraction in split
         ),
     )
@@ -150,7 +149,7 @@ def export(
         [(s, p, n) for (s, p), n in sorted(range_offsets(counts).items())],
         schema=f"{SPLIT_COL} int, {PART_COL} long, {OFFSET_COL} long",
     )
-    hashed = f"__c{columns.index(HASH_COLUMN)}"
+    hashed = f"__c{columns.index(CONTENT_HASH)}"
     ranked = framed.transform(with_rank(offsets, options.shards, hashed))
     progress(
         f"writing {len(split) * options.shards} shard(s) of {sum(per_split):,} rows "
@@ -238,8 +237,8 @@ def choose_columns(schema: T.StructType, wanted: Sequence[str] | None) -> tuple[
         if repeated:
             raise ConfigError(f"--columns: {repeated[0]!r} is named twice")
         chosen = list(wanted)
-    if HASH_COLUMN not in chosen:
-        chosen.append(HASH_COLUMN)
+    if CONTENT_HASH not in chosen:
+        chosen.append(CONTENT_HASH)
     return tuple(chosen)
 
 

@@ -9,45 +9,22 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipelines.columns import col
-from pipelines.loader.manifest import (
-    HASH_COLUMN,
-)
+from pipelines.columns import CONTENT_HASH, col
 
 GROUP_BYTES = 8 * 2**20  # aim: about this much compressed data per row group
-
-
 MIN_GROUP_ROWS = 1024
-
-
 MAX_GROUP_ROWS = 131_072
-
-
 RANGE_ROWS = 1_000_000  # rows ranked by one window task, about
 
 
 # Helper columns of the plan; exported columns travel as __c<i> so that no name can clash.
 SPLIT_COL = "__split"
-
-
 KEY_COL = "__key"
-
-
 PART_COL = "__part"
-
-
 OFFSET_COL = "__offset"
-
-
 RANK_COL = "__rank"
-
-
 SHARD_COL = "__shard"
-
-
 POS_COL = "__pos"
-
-
 TARGET_COL = "__target"
 
 
@@ -89,7 +66,7 @@ def split_index(bounds: Sequence[int]) -> Column:
     """The split of each row, as :func:`pipelines.manifest.split_of` computes it: the first 8
     bytes of the content hash as an unsigned big-endian number, against the bounds. Fixed-width
     upper-case hex compares as the number does."""
-    key = F.hex(F.substring(col(HASH_COLUMN), 1, 8))
+    key = F.hex(F.substring(col(CONTENT_HASH), 1, 8))
     index: Column | None = None
     for i, bound in enumerate(bounds[:-1]):
         below = key < F.lit(f"{bound:016X}")
@@ -112,7 +89,7 @@ def framed_rows(
     bits = range_bits(rows)
 
     def frame(table: DataFrame) -> DataFrame:
-        key = F.xxhash64(F.lit(seed).cast("long"), col(HASH_COLUMN))
+        key = F.xxhash64(F.lit(seed).cast("long"), col(CONTENT_HASH))
         return table.select(
             split_index(bounds).cast("int").alias(SPLIT_COL),
             key.alias(KEY_COL),

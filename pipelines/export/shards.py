@@ -32,8 +32,6 @@ from pipelines.loader.manifest import (
 from pipelines.storage import arrowfs
 
 ZSTD_LEVEL = 3
-
-
 _RESULT = pa.schema(
     [
         pa.field("split", pa.int32(), nullable=False),
@@ -273,5 +271,6 @@ def collect_shards(
     return shards
 
 
-def _placeholder() -> Shard:
+def placeholder_shard() -> Shard:
+    """A shard entry of a planned manifest, filled in once the shard is written."""
     return Shard(path="", rows=0, bytes=0, sha256="", row_groups=())

@@ -42,7 +42,6 @@ import pyarrow.compute as pc
 import xxhash
 from pyspark.sql import types as T
 
-HASH_COLUMN = "_content_hash"
 HASH_BYTES = 16
 _BIN = pa.large_binary()
 _EMPTY = pa.scalar(b"", _BIN)

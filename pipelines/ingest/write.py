@@ -36,11 +36,7 @@ from pipelines.schema import evolution, rules
 from pipelines.schema.datasets import Dataset
 
 R = TypeVar("R")
-
-
 BROADCAST_REPEATED_MAX = 2_000_000  # 16-byte hashes: about 32 MB on each executor
-
-
 BROADCAST_BATCH_MAX = 4_000_000  # a batch's distinct hashes sent to every task of the lookup
 
 

@@ -15,14 +15,8 @@ from pipelines.columns import (
 )
 
 QUARANTINE_KEY = "_quarantine_key"
-
-
 REPLAYED_BY = "_replayed_by"  # the replay run that moved a quarantined record to the table
-
-
 REPLAYED_AT = "_replayed_at"
-
-
 QUARANTINE_SCHEMA = T.StructType(
     [
         T.StructField(QUARANTINE_KEY, T.StringType(), nullable=False),

@@ -11,8 +11,6 @@ from pipelines.lake.commits import Commit
 from pipelines.runs.summary import ROW_COUNTS, accounting_holds
 
 FINISHED = ("succeeded", "abandoned")
-
-
 WRITERS = ("ingest", "replay")  # the commands whose rows_written land in the table
 
 

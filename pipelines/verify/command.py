@@ -40,8 +40,6 @@ from pipelines.verify.hashes import check_hashes, run_versions
 from pipelines.verify.options import EXAMPLES, VerifyOptions
 
 RUN_COLUMNS = ("run_id", "command", "status", "ended_at", "schema_version", *ROW_COUNTS, "details")
-
-
 # --- the command -------------------------------------------------------------------------------
 
 

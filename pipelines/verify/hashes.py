@@ -24,33 +24,17 @@ from pipelines.schema.datasets import Dataset, SchemaVersion
 from pipelines.verify.options import EXAMPLES, VerifyOptions
 
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-
-
 _FLOATS = (T.FloatType, T.DoubleType)
-
-
 # A stored _rescued is to_json({fields, values, file}) and its hashed content the same JSON
 # without the last member, "file" (Spark writes struct members in order; a JSON string cannot
 # hold an unescaped quote, so only the real last member matches this).
 _RESCUED_FILE = r""","file":"(?:[^"\\]|\\.)*"\}$"""
-
-
 # Positional names inside the Arrow function: declared names may hold any character.
 _GROUP = "__g"
-
-
 _STORED = "__h"
-
-
 _FILE = "__f"
-
-
 _RUN = "__run"
-
-
 _RESCUED_TEXT = "__r"
-
-
 _GOT = "__got"
 
 

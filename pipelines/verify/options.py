@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_SAMPLE = 10_000
-
-
 EXAMPLES = 5
 
 
