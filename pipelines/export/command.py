@@ -57,9 +57,9 @@ from pipelines.export.ranking import (
 )
 from pipelines.export.shards import (
     WritePlan,
-    placeholder_shard,
     arrow_schema,
     collect_shards,
+    placeholder_shard,
     planned_groups,
     write_shards,
 )
