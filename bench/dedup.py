@@ -44,7 +44,8 @@ from pipelines.ingest import validate  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
 from pipelines.lake import delta  # noqa: E402
 from pipelines.schema import tables  # noqa: E402
-from pipelines.schema.datasets import Dataset, load_dataset  # noqa: E402
+from pipelines.schema.datasets import Dataset  # noqa: E402
+from pipelines.schema.declarations import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 MILLION = 1_000_000

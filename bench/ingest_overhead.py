@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
-from pipelines.schema.datasets import load_dataset  # noqa: E402
+from pipelines.schema.declarations import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 HEADER = "event_id,event_date,user_id,kind,amount,tags\n"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from infra.s3 import server as s3_server  # noqa: E402
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
-from pipelines.schema.datasets import load_dataset  # noqa: E402
+from pipelines.schema.declarations import load_dataset  # noqa: E402
 from pipelines.spark import get_spark, s3a_options  # noqa: E402
 from pipelines.storage.s3 import s3_client  # noqa: E402
 

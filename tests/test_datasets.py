@@ -4,7 +4,7 @@ import pytest
 from pyspark.sql import types as T
 
 from pipelines.errors import ConfigError
-from pipelines.schema.datasets import load_dataset
+from pipelines.schema.declarations import load_dataset
 
 
 def test_bundled_declarations_load(schemas: Path) -> None:

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import resolve_config
 from pipelines.ingest.validate import schema_fields
-from pipelines.schema.datasets import load_dataset
+from pipelines.schema.declarations import load_dataset
 from pipelines.schema.tables import table_schema
 from tests.conftest import SCHEMAS
 from tests.helpers import accounting_holds, ingest_quietly

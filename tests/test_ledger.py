@@ -18,7 +18,8 @@ from pipelines.config import S3Settings
 from pipelines.ingest import inspection
 from pipelines.ingest.reading import Layout
 from pipelines.lake import ledger
-from pipelines.schema.datasets import Limits, load_dataset
+from pipelines.schema.datasets import Limits
+from pipelines.schema.declarations import load_dataset
 from pipelines.storage.listing import SourceFile
 from tests.helpers import accounting_holds, ingest_quietly
 

@@ -17,7 +17,7 @@ from pipelines.errors import (
 
 def ingest(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ingest.run import run_ingest
-    from pipelines.schema.datasets import load_dataset
+    from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
     from pipelines.storage.s3 import check_lake_reachable
 
@@ -40,7 +40,7 @@ def _lease_options(config: Config) -> Any:
 
 def schema(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.schema import governance
-    from pipelines.schema.datasets import load_dataset
+    from pipelines.schema.declarations import load_dataset
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
@@ -62,7 +62,7 @@ def schema(args: argparse.Namespace, settings: Config) -> int:
 
 def quarantine(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ingest import replay
-    from pipelines.schema.datasets import load_dataset
+    from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
     from pipelines.storage.s3 import check_lake_reachable
 
@@ -83,7 +83,7 @@ def quarantine(args: argparse.Namespace, settings: Config) -> int:
 
 def verify(args: argparse.Namespace, settings: Config) -> int:
     from pipelines import verify
-    from pipelines.schema.datasets import load_dataset
+    from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
     from pipelines.storage.s3 import check_lake_reachable
 
@@ -103,7 +103,7 @@ def verify(args: argparse.Namespace, settings: Config) -> int:
 def export(args: argparse.Namespace, settings: Config) -> int:
     from pipelines import export
     from pipelines.loader.manifest import parse_split
-    from pipelines.schema.datasets import load_dataset
+    from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
     from pipelines.storage.s3 import check_lake_reachable
 

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Operations verbs (maintain, status, monitor): empty until their issues land."""
