@@ -2,7 +2,6 @@
 
 A declaration is ``<schemas>/<dataset>/dataset.yaml`` plus versioned ``vN.yaml`` schemas.
 """
-"""
 
 from __future__ import annotations
 
