@@ -89,6 +89,25 @@ def test_a_finished_epoch_rolls_over_into_the_next(export: Path) -> None:
     assert first != second
 
 
+def test_worker_shares_interleave_into_the_plain_order_and_only_advance_moves_it(
+    export: Path,
+) -> None:
+    (plain,) = loaders(export, world=1, batch=4, num_workers=3, window_rows=8)
+    expected = [batch["id"].tolist() for batch in plain]
+    (loader,) = loaders(export, world=1, batch=4, num_workers=3, window_rows=8)
+    for _ in range(5):
+        loader.advance()
+    first = loader.begin()
+    shares = [list(loader.worker_batches(first, w, 3)) for w in range(3)]
+    turns = itertools.chain.from_iterable(itertools.zip_longest(*shares))
+    assert first == 5
+    assert [batch["id"].tolist() for batch in turns if batch is not None] == expected[5:]
+    assert loader.state_dict()["position"] == 5 * 4
+    for _ in expected[5:]:
+        loader.advance()
+    assert (loader.begin(), loader.state_dict()["epoch"]) == (0, 1)
+
+
 @pytest.mark.parametrize("stop", [0, 1, 5, 11])
 def test_resume_from_a_state_gives_exactly_the_rest(export: Path, stop: int) -> None:
     whole = global_order(loaders(export, world=3, batch=4, seed=9, window_rows=8))

@@ -21,7 +21,6 @@ from pipelines.errors import ConfigError
 
 FORMAT = "lakeshard-export/1"
 MANIFEST = "manifest.json"
-HASH_COLUMN = "_content_hash"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 

@@ -38,9 +38,8 @@ class ShardDataset(IterableDataset):  # type: ignore[type-arg]
 
     def __init__(self, loader: ShardLoader) -> None:
         super().__init__()
-        self.loader = copy.copy(loader)
-        self.first = self.loader._begin()
-        loader.epoch, loader.position = self.loader.epoch, self.loader.position
+        self.first = loader.begin()
+        self.loader = copy.copy(loader)  # a snapshot: this pass, whatever the loader does next
 
     def __len__(self) -> int:
         return len(self.loader) - self.first
@@ -48,7 +47,7 @@ class ShardDataset(IterableDataset):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for batch in self.loader._worker_batches(self.first, worker, workers, numpy=True):
+        for batch in self.loader.worker_batches(self.first, worker, workers, numpy=True):
             yield to_tensors(cast(dict[str, np.ndarray], batch))
 
 
@@ -80,5 +79,5 @@ class TrackedDataLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         dataset = ShardDataset(self.loader)
         for batch in DataLoader(dataset, batch_size=None, **self.kwargs):
-            self.loader._advance()
+            self.loader.advance()
             yield batch
