@@ -33,7 +33,7 @@ from tests.helpers import REPO, ingest_quietly, last_json_line
 
 TRIALS = int(os.environ.get("LAKESHARD_CHAOS_TRIALS", "8"))
 SEED = int(os.environ.get("LAKESHARD_CHAOS_SEED", "20261129"))
-# Progress lines that open each phase of a run, in order (see pipelines.ingest).
+# Progress lines that open each phase of a run, in order (see pipelines.ingest.run).
 PHASES = (
     "holds the lease",
     "listing:",

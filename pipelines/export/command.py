@@ -5,8 +5,8 @@ What decides the output, and why:
 * **Pinned.** One table version (the latest by default) is read with ``versionAsOf``; the
   manifest names it and the table's Delta id, so a re-export reads exactly the same rows.
 * **Split by content.** A record's split is decided by the first 8 bytes of its content hash
-  (:func:`pipelines.manifest.split_of`), never by the seed: a record stays in its split across
-  re-exports, seeds and a growing table, so validation rows never leak into training.
+  (:func:`pipelines.loader.manifest.split_of`), never by the seed: a record stays in its split
+  across re-exports, seeds and a growing table, so validation rows never leak into training.
 * **Balanced, fair shards.** Within a split, rows are ranked by ``xxhash64(seed,
   _content_hash)`` (ties by the hash): a random order that the seed picks. Rank ``r`` goes to
   shard ``r % N`` at position ``r // N``, so shard sizes differ by at most one row and each shard

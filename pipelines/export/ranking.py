@@ -63,7 +63,7 @@ def shard_rows(rows: int, shards: int, shard: int) -> int:
 
 
 def split_index(bounds: Sequence[int]) -> Column:
-    """The split of each row, as :func:`pipelines.manifest.split_of` computes it: the first 8
+    """The split of each row, as :func:`pipelines.loader.manifest.split_of` computes it: the first 8
     bytes of the content hash as an unsigned big-endian number, against the bounds. Fixed-width
     upper-case hex compares as the number does."""
     key = F.hex(F.substring(col(CONTENT_HASH), 1, 8))

@@ -2,11 +2,12 @@
 
 Order of work, and why:
 
-1. Take the dataset's lease (one writer per dataset at a time; see :mod:`pipelines.lease`),
+1. Take the dataset's lease (one writer per dataset at a time; see :mod:`pipelines.lake.lease`),
    close out runs that died without an outcome (``abandoned``), log this run as ``running``.
-2. List the sources; look every file up in the ledger in one batch (:mod:`pipelines.ledger`):
+2. List the sources; look every file up in the ledger in one batch (:mod:`pipelines.lake.ledger`):
    unchanged files are skipped unopened; new ones are hashed and checked on executors
-   (:mod:`pipelines.files`): same bytes as a file already taken -> skipped, broken -> rejected.
+   (:mod:`pipelines.ingest.inspection`): same bytes as a file already taken -> skipped,
+   broken -> rejected.
 3. Read, type, hash every record of the files taken once and keep the result (memory, spilling
    to disk), so the input is parsed once whatever follows.
 4. Count records; write refused records to the quarantine (skipping any already there), with

@@ -1,7 +1,7 @@
 """Pure transformations from raw records to typed rows, quarantine rows and table rows.
 
 Nothing here reads, writes, collects or looks up configuration: each function takes DataFrames
-and returns a DataFrame, composed by :mod:`pipelines.ingest` with ``DataFrame.transform``.
+and returns a DataFrame, composed by :mod:`pipelines.ingest.run` with ``DataFrame.transform``.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def _partition_value_problem(name: str, value: Column) -> Column:
 
 
 def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
-    """Add ``_content_hash`` (16 bytes) to valid records, computed by :mod:`pipelines.hashing`.
+    """Add ``_content_hash`` (16 bytes) to valid records (:mod:`pipelines.ingest.hashing`).
 
     Under ``on_drift: rescue`` a record's rescued content (``{"fields", "values"}`` of
     ``_rescued``, without the file) is hashed with it as a string field ``_rescued``: two

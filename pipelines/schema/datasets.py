@@ -18,7 +18,7 @@ FORMATS = ("csv", "json", "parquet")
 # Declared text encodings (csv and json): Python codec names, also understood by Java.
 ENCODINGS = ("utf-8", "utf-16", "utf-16le", "utf-16be", "latin-1", "cp1252")
 ON_CHANGED_FILE = ("reject", "reingest")
-# Schema registries' compatibility modes (see pipelines.compat); backward is their default too.
+# Schema registries' compatibility modes (pipelines.schema.compat); backward is their default.
 COMPATIBILITY = MODES
 # What happens to a record whose fields do not fit the declared schema (unknown fields, values
 # of another type): see README "Schema drift". quarantine loses nothing and keeps the table clean.

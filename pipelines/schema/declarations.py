@@ -189,7 +189,7 @@ def _load_version(number: int, path: Path) -> SchemaVersion:
 
 
 def _rules(decl: _Mapping) -> tuple[Rule, ...]:
-    """The ``rules:`` list; expressions are checked against the schema by :mod:`pipelines.rules`."""
+    """The ``rules:`` list (expressions are checked against the schema by :mod:`.rules`)."""
     raw = decl.get("rules")
     if raw is None:
         return ()

@@ -1,7 +1,7 @@
 """Schema evolution at ingest: bring the live table to the current schema version, or refuse.
 
 When the current version differs from the table, the dataset's ``compatibility`` mode decides
-(:mod:`pipelines.compat`): every version step from the one the table holds to the current one
+(:mod:`pipelines.schema.compat`): every version step from the one the table holds to the current one
 must pass it (``*_transitive``: against every earlier version too), else the run is refused
 (exit 3) before anything is written. A compatible change is applied so:
 

@@ -1,9 +1,9 @@
 """``lakeshard schema check`` and ``lakeshard schema history``: no Spark, seconds in a CI job.
 
 Both read the declared versions from ``schemas/`` and the live table's schema and commits
-straight from its Delta log (:mod:`pipelines.deltalog`), and judge changes with
-:mod:`pipelines.compat` — the same judgement, and the same plan, that an ingest applies
-(:mod:`pipelines.evolution`), so a green ``schema check`` means the next ingest will take
+straight from its Delta log (:mod:`pipelines.lake.deltalog`), and judge changes with
+:mod:`pipelines.schema.compat` — the same judgement, and the same plan, that an ingest applies
+(:mod:`pipelines.schema.evolution`), so a green ``schema check`` means the next ingest will take
 the version.
 """
 

@@ -1,10 +1,10 @@
 """Row rules: check their expressions before a run, and keep the table's CHECK constraints in step.
 
-A rule is ``{name, expr, on_violation}`` in ``dataset.yaml``; :func:`pipelines.validate.with_rules`
-evaluates it on every valid record. Here each expression is analysed by Spark against the
-current schema, once, before any data is read: an unknown column, a non-boolean result, a
-subquery, a UDF, an aggregate or a non-deterministic function is a configuration error (exit 2)
-naming the file and key.
+A rule is ``{name, expr, on_violation}`` in ``dataset.yaml``;
+:func:`pipelines.ingest.validate.with_rules` evaluates it on every valid record. Here each
+expression is vetted once, before any data is read (:mod:`.expressions`): an unknown column, a
+non-boolean result, a subquery, a UDF, an aggregate or a non-deterministic function is a
+configuration error (exit 2) naming the file and key.
 
 Rules that refuse rows (``quarantine``, ``fail``) also guard the Delta table itself as CHECK
 constraints named ``lakeshard_rule_<name>``, so a writer that bypasses lakeshard cannot break them.
