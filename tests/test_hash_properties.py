@@ -1,7 +1,7 @@
 """Property tests (hypothesis) of the content hash over random records of every supported type.
 
 Spark (the Arrow UDF that ingest runs) and plain Python/pyarrow hash the same records alike; the
-bytes hashed are the encoding that the docstring of :mod:`pipelines.ingest.hashing` defines, rebuilt
+bytes hashed are the encoding that README.md ("The content hash") defines, rebuilt
 here from that text alone; records equal in the encoding's sense hash alike; any single change
 changes the hash. Strings mix generated text with the naughty-strings corpus when it is present;
 without it the properties run on generated text only, and the corpus tests skip and say so.

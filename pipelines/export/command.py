@@ -1,27 +1,8 @@
-"""``lakeshard export``: a pinned table version as N Parquet shards per split, plus a manifest.
+"""``lakeshard export``: pin a table version, plan its splits and shards, write, then the manifest.
 
-What decides the output, and why:
-
-* **Pinned.** One table version (the latest by default) is read with ``versionAsOf``; the
-  manifest names it and the table's Delta id, so a re-export reads exactly the same rows.
-* **Split by content.** A record's split is decided by the first 8 bytes of its content hash
-  (:func:`pipelines.loader.manifest.split_of`), never by the seed: a record stays in its split
-  across re-exports, seeds and a growing table, so validation rows never leak into training.
-* **Balanced, fair shards.** Within a split, rows are ranked by ``xxhash64(seed,
-  _content_hash)`` (ties by the hash): a random order that the seed picks. Rank ``r`` goes to
-  shard ``r % N`` at position ``r // N``, so shard sizes differ by at most one row and each shard
-  is a uniform sample of the split, already shuffled. The global rank needs no single-partition
-  window: the order key's top bits cut the split into ranges, one aggregation counts them, and
-  each range is ranked on its own from its offset.
-* **Written by pyarrow on the executors**, not by Spark's writer: one task per shard writes
-  ``<out>/<split>/shard-00000-of-0000N.parquet`` (zstd, row groups of a fixed row count,
-  statistics) to a temporary file, hashes it and moves or uploads it into place, so names,
-  bytes, row groups and checksums are deterministic and known in one pass.
-* **The manifest is the commit point**, written last by the driver. An export that dies
-  leaves no manifest (or the previous, identical one); running it again finishes it.
-
-The same arguments give the same manifest and shard bytes (for the same pyarrow version, which
-names itself in each file's footer).
+The manifest is the commit point, written last: an export that dies leaves none (or the previous,
+identical one), and running it again finishes it. The same arguments give the same manifest and
+shard bytes; an ``--out`` holding another export is refused (README: "Exporting for training").
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""How an export orders and places rows: splits by content hash, a seeded rank, balanced shards."""
+"""How an export orders and places rows: splits by content hash, a seeded rank, balanced shards.
+
+* **Split by content.** A record's split is decided by the first 8 bytes of its content hash
+  (:func:`pipelines.loader.manifest.split_of`), never by the seed: a record stays in its split
+  across re-exports, seeds and a growing table, so validation rows never leak into training.
+* **Balanced, fair shards.** Within a split, rows are ranked by ``xxhash64(seed,
+  _content_hash)`` (ties by the hash). Rank ``r`` goes to shard ``r % N`` at position ``r // N``:
+  shard sizes differ by at most one row and each shard is a uniform, shuffled sample. The rank
+  needs no single-partition window: the key's top bits cut the split into ranges of about
+  ``RANGE_ROWS``, one aggregation counts them, and each range is ranked from its offset.
+"""
 
 from __future__ import annotations
 

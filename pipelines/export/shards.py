@@ -1,5 +1,8 @@
-"""Writing shards on the executors with pyarrow: fixed-size row groups, SHA-256 computed while
-writing, then moved or uploaded into place."""
+"""Writing shards on the executors with pyarrow, not Spark's writer: one task per shard writes
+``<out>/<split>/shard-00000-of-0000N.parquet`` (zstd, row groups of a fixed row count) to a
+temporary file, hashes it while writing and moves or uploads it into place, so names, bytes,
+row groups and checksums are deterministic and known in one pass.
+"""
 
 from __future__ import annotations
 

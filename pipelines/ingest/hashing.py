@@ -1,33 +1,9 @@
 """The content hash: 128-bit XXH3 over a canonical encoding of a record's declared columns.
 
-One definition, computed anywhere: the same functions run inside Spark (as an Arrow UDF over
-record batches) and in plain Python/pyarrow (notebooks, trainers, auditors). The encoding is
-vectorised with pyarrow compute; only the final XXH3 call runs once per row.
-
-Canonical encoding, version 1 (``docs`` in the README restate it):
-
-* A record is encoded as a struct: ``(`` + u32 count of non-null fields + for each non-null
-  field, sorted by the UTF-8 bytes of its name: name as a string + the value's encoding.
-  Null fields are left out, so a null and an absent field hash alike, and adding a nullable
-  column to a schema does not change the hash of existing rows. Column order does not matter.
-* string ``S`` + u32 byte length + UTF-8 bytes (the empty string is a value, distinct from null)
-* binary ``B`` + u32 length + bytes
-* boolean ``?`` + one byte 0 or 1
-* any integer (tinyint .. bigint) ``I`` + int64; widening int to long keeps the hash
-* float, double ``F`` + float64; -0.0 is encoded as 0.0 and every NaN as 0x7ff8000000000000
-* decimal ``N`` + the value as a string without exponent or trailing zeros (1.50 -> ``1.5``,
-  -0.00 -> ``0``), so raising precision or scale keeps the hash
-* date ``D`` + int64 days since 1970-01-01
-* timestamp ``T`` + int64 microseconds since 1970-01-01T00:00:00Z (UTC instant);
-  timestamp_ntz ``L`` + int64 microseconds of the wall-clock value; finer units are truncated
-* array ``[`` + u32 length + each element: ``0x00`` for null, else its encoding
-* map ``{`` + u32 entries + entries sorted by the bytes of their key encoding: key encoding +
-  (``0x00`` for a null value, else its encoding)
-* struct: as a record, above.
-
-All integers are little-endian. The hash is ``xxh3_128(encoding, seed=0)`` as 16 big-endian bytes
-(xxhash's ``digest()``), stored as BINARY in the ``_content_hash`` column; its hex form is the
-32-character ``hexdigest()``.
+One definition, computed anywhere: the same functions run inside Spark (an Arrow UDF over record
+batches) and in plain Python/pyarrow. The encoding is vectorised with pyarrow compute; only the
+XXH3 call runs per row. The encoding (version 1) is specified in README.md, "The content hash";
+a change to it is a new version, in both places.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """Quarantine tools: counts by reason and rule, and replay of records that now pass.
 
-A replay reads the quarantined records not yet replayed (optionally only those with a reason
-containing some text, or failed by a named rule), parses their raw text again and validates it
-against the *current* schema and rules, exactly as an ingest would. Records that now pass are
-appended to the table (deduplicated against it, in one commit); the replay then marks every
-record it resolved — written, duplicate, or dropped by a rule — with its run id
-(``_replayed_by``), so a second replay finds nothing to move. Records that still fail stay in
-the quarantine, unmarked.
-
-Exactly once, also across a crash: a replay that died after writing rows but before marking
-them leaves them unmarked; the next replay reads them again, finds their content hashes in the
-table and counts them as duplicates, then marks them.
-
-Accounting: a replay's ``rows_read`` are the records it took from the quarantine;
-``rows_written + rows_duplicate + rows_dropped`` of them leave the quarantine (``rows_released``)
-and ``rows_quarantined`` stay there. So, over all runs of a dataset, table rows = the sum of
-``rows_written``, and unreplayed quarantine rows = the sum of the ingests' ``rows_quarantined``
-minus the sum of the replays' ``rows_released``.
+A replay re-validates quarantined records not yet replayed against the current schema and rules,
+writes those that pass like an ingest (:func:`pipelines.ingest.write.write_new_rows`), then marks
+every record it resolved with its run id (``_replayed_by``), so a second replay, or the next one
+after a crash, moves nothing twice (README: "The quarantine").
 """
 
 from __future__ import annotations

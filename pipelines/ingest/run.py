@@ -1,26 +1,9 @@
 """The ingest run: source files -> validated, hashed, deduplicated rows -> Delta, exactly once.
 
-Order of work, and why:
-
-1. Take the dataset's lease (one writer per dataset at a time; see :mod:`pipelines.lake.lease`),
-   close out runs that died without an outcome (``abandoned``), log this run as ``running``.
-2. List the sources; look every file up in the ledger in one batch (:mod:`pipelines.lake.ledger`):
-   unchanged files are skipped unopened; new ones are hashed and checked on executors
-   (:mod:`pipelines.ingest.inspection`): same bytes as a file already taken -> skipped,
-   broken -> rejected.
-3. Read, type, hash every record of the files taken once and keep the result (memory, spilling
-   to disk), so the input is parsed once whatever follows.
-4. Count records; write refused records to the quarantine (skipping any already there), with
-   file, row number, raw record and reason.
-5. Drop duplicates inside the batch (first by file and position wins) and rows whose hash is
-   already in the table; append the rest in one commit, whose metadata holds the run's counts.
-6. Record the files in the ledger, then the run's outcome in the run log.
-
-Crash safety comes from keyed, idempotent writes rather than a cross-table transaction: the
-table takes only hashes it lacks, the quarantine only keys it lacks, the ledger is written
-last. A run that dies anywhere leaves its files out of the ledger, so the next run reads them
-again and adds exactly what is missing; it also records the dead run as ``abandoned`` with the
-rows that run committed (from the commits' metadata), so the run log still sums to the tables.
+Under the dataset's lease (:mod:`pipelines.runs.lifecycle`): list the sources, plan which files
+to read from the ledger (:mod:`.fileplan`), read and validate them once, then write the batch
+(:mod:`.write`) and record the files in the ledger last. Crash safety comes from keyed,
+idempotent writes, not a cross-table transaction (README: "What a run does", "Guarantees").
 """
 
 from __future__ import annotations
