@@ -196,3 +196,16 @@ def test_reads_an_export_from_the_s3_server_as_from_disk(export: Path, s3: dict[
             client.put_object(Bucket="lake", Key=key, Body=path.read_bytes())
     remote = loaders(f"s3://lake/{s3['prefix']}/export", world=2, batch=6, seed=4)
     assert global_order(remote) == global_order(loaders(export, world=2, batch=6, seed=4))
+
+
+def test_an_empty_split_is_an_empty_epoch(tmp_path: Path) -> None:
+    make_export(tmp_path / "empty", [0, 0, 0])
+    for remainder in ("drop", "pad"):
+        loader = ShardLoader(
+            str(tmp_path / "empty"), batch_size=4, world_size=2, rank=1, remainder=remainder
+        )
+        assert len(loader) == 0
+        assert list(loader) == []
+        state = loader.state_dict()
+        loader.load_state_dict(state)
+        assert list(loader) == []

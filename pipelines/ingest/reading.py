@@ -6,7 +6,7 @@ text), ``_extra`` (the record's undeclared fields as a JSON object, else null), 
 (CSV: the names of the fields in ``_raw``), ``_malformed`` (why the record could not be split
 into fields, else null),
 ``_source_file``, and the locator columns ``_split_start``, ``_mono``, ``_row_index`` from which
-:func:`pipelines.validate.with_source_rows` derives each record's row number in its file.
+:func:`pipelines.ingest.validate.with_source_rows` derives each record's row number in its file.
 
 Text files are read under the dataset's declared ``encoding``. The files reaching this module
 have passed the per-file inspection (they decompress, decode strictly, and keep to the line
@@ -138,8 +138,8 @@ def read_raw(
 ) -> DataFrame:
     """The uniform raw frame for ``files`` of ``dataset`` (see the module docstring).
 
-    ``layouts`` gives text files' layouts already known (:mod:`pipelines.files` finds them
-    while checking each file); the others' first bytes are read from the driver.
+    ``layouts`` gives text files' layouts already known (:mod:`pipelines.ingest.inspection`
+    finds them while checking each file); the others' first bytes are read from the driver.
     """
     known = layouts or {}
     if dataset.format == "csv":
@@ -423,7 +423,8 @@ def csv_records(quarantined: DataFrame, dataset: Dataset) -> DataFrame:
     }
     groups = [row[0] for row in quarantined.select(FIELDS).distinct().collect()]
     frames = []
-    for names in groups:
+    # No record (say, all replayed already): the declared columns' frame, of no rows.
+    for names in groups or [None]:
         fields = list(names) if names else list(dataset.schema.names)
         schema = T.StructType(
             [T.StructField(n, T.StringType()) for n in fields]

@@ -79,8 +79,8 @@ class ShardLoader:
         )
         self.epoch, self.position = 0, 0  # position: rows of the epoch's global order consumed
         steps = self._steps()
-        _check(
-            steps > 0,
+        _check(  # an empty split is an ordinary, empty epoch; a few rows would be all dropped
+            steps > 0 or self.rows == 0,
             f"split {split!r} has {self.rows} rows, fewer than one global batch "
             f"({self.world_size} ranks x {batch_size}); use remainder='pad' or a smaller batch",
         )

@@ -4,7 +4,7 @@ Three checks on one pinned table version, each reported with numbers and a few e
 
 * **unique**: no ``_content_hash`` appears twice (one aggregation over the hash column).
 * **hashes**: each stored hash is the content hash of the row as it reads now
-  (:func:`pipelines.hashing.content_hashes`, in an Arrow function on the executors), on a
+  (:func:`pipelines.ingest.hashing.content_hashes`, in an Arrow function on the executors), on a
   random sample or every row. A row is hashed under the names and types of the schema version
   it was written with (the run's data commit carries ``schema_version``; the run log too): a
   column renamed since is hashed under its old name, a date widened to a timestamp since is
@@ -18,6 +18,9 @@ Three checks on one pinned table version, each reported with numbers and a few e
 The run log is read before the table version is pinned, so every run it shows finished has its
 commit in that version; rows committed by runs it does not show finished (still running, or
 started since) are taken from their data commits, so a verify next to a live ingest agrees.
+
+A dataset never ingested has no table yet: that is the empty case, checked as an empty table
+(``table_version`` null, a ``message`` saying so), and fails only if the run log says otherwise.
 """
 
 from __future__ import annotations
@@ -30,34 +33,42 @@ from pyspark.sql import functions as F
 
 from pipelines.columns import CONTENT_HASH, SOURCE_FILE, col
 from pipelines.config import Config
-from pipelines.errors import ConfigError
 from pipelines.lake import delta, runlog
+from pipelines.lake.commits import Commit
 from pipelines.runs.progress import progress
 from pipelines.runs.summary import ROW_COUNTS
 from pipelines.schema.datasets import Dataset
+from pipelines.schema.tables import table_schema
 from pipelines.verify.accounting import check_accounting
 from pipelines.verify.hashes import check_hashes, run_versions
 from pipelines.verify.options import EXAMPLES, VerifyOptions
 
 RUN_COLUMNS = ("run_id", "command", "status", "ended_at", "schema_version", *ROW_COUNTS, "details")
+NOTHING_INGESTED = "nothing has been ingested yet"
 # --- the command -------------------------------------------------------------------------------
 
 
 def verify(
     spark: SparkSession, settings: Config, dataset: Dataset, options: VerifyOptions
 ) -> dict[str, Any]:
-    """Check the dataset's table; the report's ``ok`` is False on any violation."""
+    """Check the dataset's table; the report's ``ok`` is False on any violation.
+
+    A dataset never ingested has no table: it is checked as an empty one (``table_version``
+    None), so it passes unless its run log says rows were written."""
     uri = settings.table_uri(dataset.name)
-    if not delta.table_exists(spark, uri):
-        raise ConfigError(f"{dataset.name}: no table at {uri} (nothing has been ingested)")
     runs = runlog.latest_records(
         runlog.read_runs(spark, settings.runs_uri(dataset.name), RUN_COLUMNS)
     )
     version = delta.current_version(spark, uri)
-    table = delta.read_table(spark, uri, version)
-    commits = delta.run_commits(spark, uri, up_to=version)
+    commits: list[Commit] = []
+    if version is None:
+        table = spark.createDataFrame([], table_schema(dataset))
+    else:
+        table = delta.read_table(spark, uri, version)
+        commits = delta.run_commits(spark, uri, up_to=version)
     rows = int(table.count())
-    progress(f"verifying {dataset.name} at table version {version}: {rows:,} rows")
+    where = f"at table version {version}" if version is not None else f"(no table at {uri})"
+    progress(f"verifying {dataset.name} {where}: {rows:,} rows")
 
     progress("checking that content hashes are unique")
     unique = check_unique(table)
@@ -67,7 +78,7 @@ def verify(
     progress("checking the run log's accounting")
     accounting = check_accounting(runs, commits, rows)
     checks = {"unique": unique, "hashes": hashes, "accounting": accounting}
-    return {
+    report: dict[str, Any] = {
         "dataset": dataset.name,
         "table": uri,
         "table_version": version,
@@ -75,6 +86,13 @@ def verify(
         "checks": checks,
         "ok": all(check["ok"] for check in checks.values()),
     }
+    if version is None:
+        report["message"] = (
+            NOTHING_INGESTED
+            if report["ok"]
+            else f"no table at {uri}, although the run log records rows written to it"
+        )
+    return report
 
 
 def problems(report: Mapping[str, Any]) -> list[str]:
@@ -121,6 +139,9 @@ def problems(report: Mapping[str, Any]) -> list[str]:
 def print_report(report: Mapping[str, Any]) -> None:
     checks = report["checks"]
     state = "OK" if report["ok"] else "FAILED"
+    if report["table_version"] is None and report["ok"]:
+        print(f"{report['dataset']}: {state} — {report['message']} (no table at {report['table']})")
+        return
     print(
         f"{report['dataset']}: {state} — {report['rows']:,} rows at table version "
         f"{report['table_version']} ({report['table']})"
