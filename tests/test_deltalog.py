@@ -253,3 +253,24 @@ def test_a_corrupt_log_is_a_config_error(tmp_path: Path, damage: str, problem: s
     assert str(table) in caught.value.message
     assert "\n" not in caught.value.message
     assert caught.value.exit_code == 2
+
+
+def test_values_holding_unicode_line_breaks_do_not_split_an_action(tmp_path: Path) -> None:
+    """Delta logs are newline-delimited JSON; U+2028, U+2029, U+0085 and U+000B inside a
+    string (a partition value, commit metadata) are not line breaks there."""
+    table = tmp_path / "breaks"
+    odd = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg"
+    write_deltalake(
+        table,
+        pa.table({"id": [1], "part": [odd]}),
+        partition_by=["part"],
+        commit_properties=CommitProperties(
+            custom_metadata={"userMetadata": json.dumps({"v": odd})}
+        ),
+        post_commithook_properties=NO_HOOKS,
+    )
+    (info,) = commits(str(table))
+    assert info.user_metadata == {"v": odd}
+    found = snapshot(str(table))
+    assert found is not None
+    assert found.partition_columns == ("part",)

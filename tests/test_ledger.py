@@ -15,8 +15,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines.config import S3Settings
-from pipelines.ingest import inspection
-from pipelines.ingest.reading import Layout
+from pipelines.ingest import fileplan, inspection
+from pipelines.ingest.layout import Layout
 from pipelines.lake import ledger
 from pipelines.schema.datasets import Limits
 from pipelines.schema.declarations import load_dataset
@@ -202,7 +202,7 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     locked.chmod(0)
     listed = [SourceFile(f"file:{p}", 10, 1) for p in (good, gone, locked)]
 
-    plan = ledger.plan(
+    plan = fileplan.plan(
         listed,
         ledger.Known(),
         lambda found: [inspection.inspect_file(f.uri, rules, S3Settings()) for f in found],

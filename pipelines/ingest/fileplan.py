@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pipelines.ingest.inspection import Inspection
-from pipelines.ingest.reading import Layout
+from pipelines.ingest.layout import Layout
 from pipelines.lake.ledger import DUPLICATE, INGESTED, REJECTED, Entry, Known
 from pipelines.storage.listing import SourceFile
 

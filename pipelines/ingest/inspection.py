@@ -32,7 +32,7 @@ import xxhash
 
 from pipelines.config import S3Settings
 from pipelines.errors import first_line
-from pipelines.ingest.reading import HEAD_BYTES, Layout, layout_of
+from pipelines.ingest.layout import HEAD_BYTES, Layout, layout_of
 from pipelines.schema.datasets import Dataset, Limits
 from pipelines.storage import arrowfs
 

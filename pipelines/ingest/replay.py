@@ -33,7 +33,7 @@ from pipelines.columns import (
     col,
 )
 from pipelines.config import Config
-from pipelines.ingest import reading, validate
+from pipelines.ingest import csvrecords, reading, validate
 from pipelines.ingest.write import checked, first_counts, report_checks, write_new_rows
 from pipelines.lake import delta
 from pipelines.lake.lease import Lease
@@ -181,7 +181,7 @@ def _parsed(chosen: DataFrame, dataset: Dataset) -> DataFrame:
     # A record that could not be split into fields stays so: its bytes have not changed.
     broken = col("_old_reason").startswith("malformed")
     if dataset.format == "csv":
-        frame = reading.csv_records(located.filter(col(RAW).isNotNull()), dataset)
+        frame = csvrecords.csv_records(located.filter(col(RAW).isNotNull()), dataset)
     else:  # JSON lines, and Parquet records (kept as JSON text)
         lines = located.filter(col(RAW).isNotNull()).select(
             col(RAW).alias("value"), SOURCE_FILE, SPLIT_START, MONO, KEY, F.lit(False).alias("_cut")

@@ -24,6 +24,7 @@ from pipelines.columns import (
 )
 from pipelines.config import Config
 from pipelines.ingest import fileplan, inspection, reading, validate
+from pipelines.ingest.layout import Layout
 from pipelines.ingest.write import (
     checked,
     first_counts,
@@ -112,7 +113,7 @@ def _ingest_rows(
     spark: SparkSession,
     dataset: Dataset,
     uris: list[str],
-    layouts: Mapping[str, reading.Layout],
+    layouts: Mapping[str, Layout],
     out: Summary,
     held: leases.Lease,
     change: evolution.Evolution | None,

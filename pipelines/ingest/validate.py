@@ -37,7 +37,7 @@ from pipelines.columns import (
     value_col,
 )
 from pipelines.ingest import hashing
-from pipelines.ingest.reading import CARRIED, STRICT_JSON
+from pipelines.ingest.rawframe import CARRIED, STRICT_JSON
 from pipelines.lake.quarantine import QUARANTINE_KEY, REPLAYED_AT, REPLAYED_BY
 from pipelines.schema.datasets import Dataset, SchemaVersion
 

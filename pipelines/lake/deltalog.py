@@ -267,7 +267,9 @@ class _Log:
 
     def _parse_actions(self, path: str, text: str) -> list[dict[str, Any]]:
         actions: list[dict[str, Any]] = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # One action per "\n"-ended line. Not str.splitlines(): a JSON string may hold U+2028,
+        # U+0085 or other characters that Python also takes for line breaks.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
