@@ -7,29 +7,42 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export LAKESHARD_CACHE ?= $(HOME)/.cache/lakeshard
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-ENV_STAMP := $(VENV)/.lakeshard-env
+# One environment, two stamps: the demo's (lakeshard[spark,notebook] and the JVM artifacts) and the
+# test stamp on top of it (torch and the test stack), so `make demo` after `make test` installs
+# nothing, and `make demo` on a fresh machine downloads neither torch nor the test stack.
+DEMO_STAMP := $(VENV)/.lakeshard-demo
+TEST_STAMP := $(VENV)/.lakeshard-test
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-minio lint format bench large chaos clean
+.PHONY: help env demo test check test-minio lint format bench large chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(ENV_STAMP): setup.cfg pyproject.toml pipelines/jvm/pom.xml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+
+$(DEMO_STAMP): setup.cfg pyproject.toml pipelines/jvm/pom.xml | $(PY)
+	$(PY) -m pip install -q -e '.[spark,notebook]'
 	$(PY) -m pipelines.jvm resolve
 	$(PY) -m pipelines.jvm defaults
 	@touch $@
 
-env: $(ENV_STAMP) ## create .venv, install lakeshard, resolve the pinned JVM artifacts once
+$(TEST_STAMP): $(DEMO_STAMP) setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[spark,notebook,torch,test]'
+	@touch $@
 
-demo: env ## ingest the bundled sample data twice into ./lake and print a summary
+env: $(TEST_STAMP) ## create .venv with everything (spark, notebook, torch, test) and the JVM artifacts
+
+demo: $(DEMO_STAMP) ## ingest the bundled sample data twice into ./lake and print a summary
 	$(PY) -m pipelines.demo
 
 test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: env lint ## lint, type-check and the unit tier: no JVM, no servers, no slow tests
+	$(PY) -m pytest -m "not jvm and not slow" $(PYTEST_ARGS)
 
 test-minio: env ## run the S3 suite against MinIO built from the Go module proxy
 	bash infra/s3/build_minio.sh

@@ -157,6 +157,7 @@ def _kill_during(process: subprocess.Popen[str], phase: str, delay: float) -> st
     return f"{outcome} in '{last}'"
 
 
+@pytest.mark.slow  # a Spark process per trial (LAKESHARD_CHAOS_TRIALS, 8 by default)
 def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
     spark: SparkSession, raw: Path, tmp_path: Path
 ) -> None:
@@ -202,6 +203,7 @@ def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
     assert failures == []
 
 
+@pytest.mark.slow  # two ingests, each in its own Spark process
 def test_two_overlapping_runs_take_each_file_once(
     spark: SparkSession, raw: Path, tmp_path: Path
 ) -> None:
@@ -226,6 +228,7 @@ def test_two_overlapping_runs_take_each_file_once(
     assert took == [s["run_id"] for s in summaries if s["files_ingested"]]
 
 
+@pytest.mark.jvm  # the ingest it stops runs in a child process, without the fixture
 def test_sigterm_records_the_run_as_failed_and_frees_the_dataset(raw: Path, tmp_path: Path) -> None:
     """A scheduler stopping the job (SIGTERM) is not a crash: the run says so and lets go."""
     lake_dir = tmp_path / "lake"

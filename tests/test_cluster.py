@@ -17,7 +17,7 @@ from pipelines.loader import ShardLoader
 from tests.helpers import REPO, accounting_holds, last_json_line
 from tests.test_s3 import upload_folder
 
-pytestmark = [pytest.mark.s3, pytest.mark.cluster]
+pytestmark = [pytest.mark.s3, pytest.mark.cluster, pytest.mark.slow]
 
 
 def test_spark_submit_to_the_standalone_cluster_writes_to_s3(

@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import pytest
 from pyspark.sql import types as T
 
-from pipelines.schema.compat import KINDS, MODES, Change, Finding, Verdict, Version, check, diff
+from pipelines.schema.compat import KINDS, Change, Finding, Verdict, Version, check, diff
+from pipelines.schema.modes import MODES
 from pipelines.schema.types import parse_type
 
 

@@ -22,7 +22,7 @@ from pipelines.lake import lease
 from tests.conftest import SCHEMAS
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.jvm])])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         return f"file://{tmp_path}/leases/events"

@@ -110,6 +110,7 @@ def steps_of(out: Path, world: int) -> list[tuple[int, list[str]]]:
     ]
 
 
+@pytest.mark.slow  # about 30 s alone on two cores, 85 s beside a Spark run: 3 ranks, twice
 def test_ddp_ranks_see_each_row_once_per_epoch_and_resume_exactly(
     export: Path, tmp_path: Path
 ) -> None:

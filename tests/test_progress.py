@@ -16,11 +16,12 @@ from pipelines.runs import progress
 def fresh_logger() -> Iterator[None]:
     """Each test starts from an unconfigured ``lakeshard`` logger and leaves it as it was."""
     logger = logging.getLogger("lakeshard")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+    saved = (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
     logger.handlers.clear()
     logger.setLevel(logging.NOTSET)
+    logger.propagate, logger.disabled = True, False
     yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+    logger.handlers[:], logger.level, logger.propagate, logger.disabled = saved
     clear_stop()
 
 
@@ -28,6 +29,7 @@ def _no_logging_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a plain script or notebook: no handler anywhere (pytest adds its capture handlers
     to the root logger for each test phase; set them aside for this one)."""
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("lakeshard"), "handlers", [])
 
 
 def test_levels_choose_what_reaches_stderr(capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # The extra that brings what a missing module is part of, for a one-line error.
-_EXTRAS = {"pyspark": "spark", "delta": "spark", "boto3": "spark", "xxhash": "spark"}
+_EXTRAS = {
+    "pyspark": "spark",
+    "delta": "spark",
+    "boto3": "spark",
+    "xxhash": "spark",
+    "yaml": "spark",
+}
 
 
 def _quiet_query_errors(debug: bool) -> AbstractContextManager[None]:

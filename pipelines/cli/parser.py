@@ -7,7 +7,7 @@ from typing import Any
 
 from pipelines import __version__
 from pipelines.config import DEFAULT_LEASE_TTL_S, parse_seconds
-from pipelines.schema.datasets import COMPATIBILITY
+from pipelines.schema.modes import MODES
 
 _EPILOG = """\
 environment:
@@ -130,7 +130,7 @@ def _schema_verbs(verbs: Any) -> None:
     check.add_argument("dataset", help="dataset name")
     check.add_argument(
         "--mode",
-        choices=COMPATIBILITY,
+        choices=MODES,
         help="compatibility mode (default: the dataset's `compatibility:`, else backward)",
     )
     _common(check, spark=False)

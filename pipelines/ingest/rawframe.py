@@ -4,8 +4,9 @@ Every format yields the same columns: ``__v0 .. __vN`` (the declared columns as 
 file: text for CSV and JSON lines, the file's own type for Parquet), ``_raw`` (the record as
 text), ``_extra`` (the record's undeclared fields as a JSON object, else null), ``_fields``
 (CSV: the names of the fields in ``_raw``), ``_malformed`` (why the record could not be split
-into fields, else null), ``_source_file``, and the locator columns ``_split_start``, ``_mono``, ``_row_index`` from which
-:func:`pipelines.ingest.validate.with_source_rows` derives each record's row number in its file.
+into fields, else null), ``_source_file``, and the locator columns ``_split_start``, ``_mono``,
+``_row_index`` from which :func:`pipelines.ingest.validate.with_source_rows` derives each
+record's row number in its file.
 """
 
 from __future__ import annotations

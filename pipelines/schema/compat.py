@@ -25,15 +25,8 @@ from typing import Any
 
 from pyspark.sql import types as T
 
-MODES = (
-    "backward",
-    "backward_transitive",
-    "forward",
-    "forward_transitive",
-    "full",
-    "full_transitive",
-    "none",
-)
+from pipelines.schema.modes import MODES
+
 KINDS = (
     "add_nullable",
     "add_required",

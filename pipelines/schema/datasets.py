@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import types as T
 
-from pipelines.schema.compat import MODES
+from pipelines.schema.modes import MODES
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 FORMATS = ("csv", "json", "parquet")
