@@ -110,10 +110,12 @@ def test_a_replay_with_nothing_left_moves_nothing_and_succeeds(
     declaration.write_text(declaration.read_text().replace("price < 100", "price < 1000"))
     moved, _ = _ok(tmp_path, capsys, "quarantine", "replay", "items")
     assert (moved["rows_read"], moved["rows_written"], moved["rows_released"]) == (1, 1, 1)
+    assert moved["table_version"] > first["table_version"]  # the replay's own commit
 
     again, _ = _ok(tmp_path, capsys, "quarantine", "replay", "items")
 
     assert again["status"] == "succeeded"
+    assert again["table_version"] == moved["table_version"]
     assert _counts(again) == NOTHING
     assert again["rows_released"] == 0
     runs = _runs(spark, tmp_path)

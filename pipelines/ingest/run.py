@@ -102,7 +102,6 @@ def _ingest(
     held.check()
     progress(f"ledger: recording {len(plan.entries)} file(s)")
     ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
-    out.table_version = delta.current_version(spark, out.table)
     progress(
         f"done in {time.monotonic() - t0:.1f}s: {out.rows_written:,} written, "
         f"{out.rows_duplicate:,} duplicate, {out.rows_quarantined:,} quarantined"

@@ -80,6 +80,8 @@ def run_recorded(
         error: str | None = None
         try:
             work(summary, held, change)
+            # The table version the run leaves behind (whether or not it committed to it).
+            summary.table_version = delta.current_version(spark, summary.table)
             summary.status = "succeeded"
         except LakeshardError as exc:
             summary.status, error = "failed", exc.message
