@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from pipelines.config import DEFAULT_LEASE_TTL_S
 from pipelines.errors import (
     ConfigError,
     PolicyError,
@@ -43,8 +42,6 @@ from pipelines.errors import (
     first_line,
     raise_if_stopped,
 )
-
-DEFAULT_TTL_S = DEFAULT_LEASE_TTL_S
 
 
 class Store(Protocol):

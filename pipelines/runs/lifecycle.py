@@ -12,7 +12,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipelines import __version__
-from pipelines.config import Config
+from pipelines.config import DEFAULT_LEASE_TTL_S, Config
 from pipelines.errors import (
     LakeshardError,
     describe,
@@ -30,7 +30,7 @@ from pipelines.schema.datasets import Dataset
 @dataclass(frozen=True)
 class LeaseOptions:
     wait_s: float = 0.0  # how long to wait for a run that holds the dataset's lease
-    ttl_s: float = leases.DEFAULT_TTL_S  # how long a claim lives without a heartbeat
+    ttl_s: float = DEFAULT_LEASE_TTL_S  # how long a claim lives without a heartbeat
 
 
 # The work of one command, done while the run holds the dataset's lease: (summary, lease,
