@@ -24,6 +24,7 @@ DEFAULT_MASTER = "local[*]"
 DEFAULT_LEASE_TTL_S = 120.0  # how long a dead run's lease lives on without a heartbeat
 DEFAULT_DRIVER_MEMORY = "4g"  # local mode: tasks run in the driver's JVM
 DEFAULT_SPARK_LOG_LEVEL = "ERROR"
+HASH_ENGINES = ("jvm", "python")  # the first is the default
 REDACTED = "********"
 
 
@@ -84,6 +85,9 @@ class SparkSettings:
     python: str = sys.executable  # PYSPARK_PYTHON: the Python of the workers (hash UDF)
     under_spark_submit: bool = False  # PYSPARK_GATEWAY_PORT set: the JVM is already running
     conf_dir: Path | None = None  # SPARK_CONF_DIR, where `make env` writes spark-defaults.conf
+    # LAKESHARD_HASH_ENGINE: "jvm" (lakeshard's Spark expression, from its jar) or "python"
+    # (the Arrow UDF, for a Spark without lakeshard's jar); both give the same hashes.
+    hash_engine: str = "jvm"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ def resolve_config(
             python=env.get("PYSPARK_PYTHON") or sys.executable,
             under_spark_submit="PYSPARK_GATEWAY_PORT" in env,
             conf_dir=Path(env["SPARK_CONF_DIR"]) if env.get("SPARK_CONF_DIR") else None,
+            hash_engine=_choice(env, "LAKESHARD_HASH_ENGINE", HASH_ENGINES),
         ),
         lease_wait_s=_seconds(lease_wait_s, env, "LAKESHARD_LEASE_WAIT", 0.0),
         lease_ttl_s=_seconds(lease_ttl_s, env, "LAKESHARD_LEASE_TTL", DEFAULT_LEASE_TTL_S),
@@ -191,6 +196,13 @@ def parse_seconds(text: str) -> float:
     if not value >= 0:  # also NaN
         raise ValueError(f"expected a number of seconds, got {text!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], variable: str, choices: tuple[str, ...]) -> str:
+    text = env.get(variable) or choices[0]
+    if text not in choices:
+        raise ConfigError(f"{variable}: expected one of {', '.join(choices)}, got {text!r}")
+    return text
 
 
 def _seconds(flag: float | None, env: Mapping[str, str], variable: str, default: float) -> float:

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from pipelines import jvm
 from pipelines.config import Config, S3Settings, resolve_config, s3_settings
+from pipelines.errors import ConfigError
 
 APP_NAME = "lakeshard"
 # pyspark's loggers that print every Spark error it raises as a JSON blob on stderr.
@@ -61,7 +62,7 @@ def base_config(config: Config) -> dict[str, str]:
     """The session's settings for this configuration."""
     conf = {
         "spark.app.name": APP_NAME,
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.extensions": ",".join(jvm.EXTENSIONS),
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.parquet.compression.codec": "zstd",
         "spark.sql.session.timeZone": "UTC",
@@ -115,6 +116,17 @@ def get_spark(master: str | None = None, config: Config | None = None) -> SparkS
     if not str(spark.sparkContext.master).startswith("local"):
         _ship_package(spark)
     return spark
+
+
+def require_hash_engine(spark: SparkSession, engine: str) -> None:
+    """A ConfigError (exit 2) when ``engine`` is ``jvm`` and this session lacks lakeshard's
+    function: a Spark started without its jar or its session extension."""
+    if engine == "jvm" and not spark.catalog.functionExists(jvm.CONTENT_HASH_FUNCTION):
+        raise ConfigError(
+            f"this Spark session has no {jvm.CONTENT_HASH_FUNCTION} function: start it with "
+            "lakeshard's jars (`make env` writes spark-defaults.conf) and spark.sql.extensions "
+            f"{','.join(jvm.EXTENSIONS)}, or set LAKESHARD_HASH_ENGINE=python (slower)"
+        )
 
 
 @contextmanager

@@ -109,6 +109,8 @@ def test_flag_beats_environment_beats_default(tmp_path: Path) -> None:
     default = resolve_config(env={})
     assert default.lake == "file://" + str(Path("./lake").resolve())
     assert (default.master, default.s3) == (None, S3Settings())
+    assert default.spark.hash_engine == "jvm"
+    assert resolve_config(env={"LAKESHARD_HASH_ENGINE": "python"}).spark.hash_engine == "python"
 
 
 @pytest.mark.parametrize(
@@ -118,6 +120,7 @@ def test_flag_beats_environment_beats_default(tmp_path: Path) -> None:
         ({"LAKESHARD_LEASE_WAIT": "-1"}, "LAKESHARD_LEASE_WAIT: expected a number of seconds"),
         ({"LAKESHARD_SPARK_CONF": "novalue"}, "LAKESHARD_SPARK_CONF: expected key=value"),
         ({"LAKESHARD_LAKE": "ftp://x/y"}, "unsupported URI scheme 'ftp'"),
+        ({"LAKESHARD_HASH_ENGINE": "rust"}, "LAKESHARD_HASH_ENGINE: expected one of jvm, python"),
     ],
 )
 def test_bad_settings_are_config_errors(env: dict[str, str], message: str) -> None:

@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of the content hash over random records of every supported type.
 
-Spark (the Arrow UDF that ingest runs) and plain Python/pyarrow hash the same records alike; the
+One definition, two implementations: Spark (lakeshard's JVM expression, what ingest runs, and the
+Arrow UDF, the ``python`` engine) and plain Python/pyarrow hash the same records alike; the
 bytes hashed are the encoding that README.md ("The content hash") defines, rebuilt
 here from that text alone; records equal in the encoding's sense hash alike; any single change
 changes the hash. Strings mix generated text with the naughty-strings corpus when it is present;
@@ -426,7 +427,7 @@ def arrow_table(rows: list[dict[str, Any]], schema: T.StructType) -> pa.Table:
 
 
 def spark_hashes(
-    spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]]
+    spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]], engine: str = "jvm"
 ) -> list[bytes]:
     """The hashes that ingest's code path (``with_content_hash``) computes in Spark."""
     indexed = T.StructType([T.StructField(ROW, T.LongType()), *schema.fields])
@@ -440,7 +441,7 @@ def spark_hashes(
     version = SchemaVersion(
         1, tuple(Column(f.name, f.dataType) for f in schema.fields), Path("hash_properties.yaml")
     )
-    collected = with_content_hash(prepared, version).select(ROW, CONTENT_HASH).collect()
+    collected = with_content_hash(prepared, version, engine).select(ROW, CONTENT_HASH).collect()
     by_row = {r[ROW]: bytes(r[CONTENT_HASH]) for r in collected}
     return [by_row[i] for i in range(len(rows))]
 
@@ -457,14 +458,18 @@ def test_spark_and_plain_python_hash_random_records_alike(
     rows = data.draw(st.lists(records(schema), min_size=20, max_size=30), label="rows")
     rnd = data.draw(st.randoms(use_true_random=False))
 
-    in_spark = spark_hashes(spark, schema, rows)
+    in_jvm = spark_hashes(spark, schema, rows, "jvm")
+    in_udf = spark_hashes(spark, schema, rows, "python")
     in_arrow = [bytes(x) for x in hashing.content_hashes(arrow_table(rows, schema)).to_pylist()]
     # One record at a time, maps built in another insertion order, columns in another order.
     shuffled = T.StructType(rnd.sample(schema.fields, len(schema.fields)))
     one_by_one = [h(equivalent(r, schema, rnd), shuffled) for r in rows]
+    documented = [xxhash.xxh3_128_digest(reference(r, schema)) for r in rows]
 
     for i, row in enumerate(rows):
-        assert in_spark[i] == in_arrow[i], f"row {i} hashes differently in Spark: {row!r}"
+        assert in_jvm[i] == documented[i], f"row {i} hashes differently in the JVM: {row!r}"
+        assert in_udf[i] == in_arrow[i], f"row {i} hashes differently in the Arrow UDF: {row!r}"
+    assert in_arrow == documented
     assert one_by_one == in_arrow
 
 
@@ -484,7 +489,8 @@ def test_spark_and_plain_python_hash_every_naughty_string_alike(
         for i, s in enumerate(strings)
     ]
     in_arrow = [bytes(x) for x in hashing.content_hashes(arrow_table(rows, schema)).to_pylist()]
-    assert spark_hashes(spark, schema, rows) == in_arrow
+    assert spark_hashes(spark, schema, rows, "jvm") == in_arrow
+    assert spark_hashes(spark, schema, rows, "python") == in_arrow
     # Distinct strings hash differently, alone and as map keys.
     distinct = sorted(set(strings))
     string_hashes = {one(s, T.StringType()) for s in distinct}

@@ -43,6 +43,7 @@ from pipelines.runs.progress import progress, warn
 from pipelines.runs.summary import Summary
 from pipelines.schema.datasets import Dataset
 from pipelines.schema.evolution import Evolution
+from pipelines.spark import require_hash_engine
 
 KEY = QUARANTINE_KEY
 
@@ -112,7 +113,7 @@ def run_replay(
     sources = [f"quarantine:{settings.quarantine_uri(dataset.name)}"]
 
     def work(summary: Summary, held: Lease, change: Evolution | None) -> None:
-        _replay(spark, dataset, reason, rule, summary, held, change)
+        _replay(spark, settings.spark.hash_engine, dataset, reason, rule, summary, held, change)
 
     return run_recorded(spark, settings, dataset, "replay", sources, lease_options, work)
 
@@ -123,6 +124,7 @@ def _rule_names(dataset: Dataset) -> str:
 
 def _replay(
     spark: SparkSession,
+    engine: str,
     dataset: Dataset,
     reason: str | None,
     rule: str | None,
@@ -138,11 +140,12 @@ def _replay(
         progress("the quarantine is empty: nothing to replay")
         return
     chosen = pending(quarantine, reason, rule).filter(col("_format") == dataset.format)
+    require_hash_engine(spark, engine)
     records = (
         _parsed(chosen, dataset)
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_rules(df, dataset))
-        .transform(lambda df: validate.with_content_hash(df, dataset.schema))
+        .transform(lambda df: validate.with_content_hash(df, dataset.schema, engine))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:

@@ -40,6 +40,7 @@ from pipelines.runs.progress import progress
 from pipelines.runs.summary import Summary
 from pipelines.schema import evolution
 from pipelines.schema.datasets import Dataset
+from pipelines.spark import require_hash_engine
 from pipelines.storage import listing
 
 
@@ -98,7 +99,7 @@ def _ingest(
     )
     if plan.take:
         uris = [f.uri for f in plan.take]
-        _ingest_rows(spark, dataset, uris, plan.layouts, out, held, change, t0)
+        _ingest_rows(spark, settings, dataset, uris, plan.layouts, out, held, change, t0)
     held.check()
     progress(f"ledger: recording {len(plan.entries)} file(s)")
     ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
@@ -110,6 +111,7 @@ def _ingest(
 
 def _ingest_rows(
     spark: SparkSession,
+    settings: Config,
     dataset: Dataset,
     uris: list[str],
     layouts: Mapping[str, Layout],
@@ -119,12 +121,14 @@ def _ingest_rows(
     t0: float,
 ) -> None:
     now = F.lit(datetime.now(UTC))
+    engine = settings.spark.hash_engine
+    require_hash_engine(spark, engine)
     since = window_start(spark, dataset, out.table)
     records = (
         checked(lambda: reading.read_raw(spark, dataset, uris, layouts))
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_rules(df, dataset, since))
-        .transform(lambda df: validate.with_content_hash(df, dataset.schema))
+        .transform(lambda df: validate.with_content_hash(df, dataset.schema, engine))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import arrow_udf
 
+from pipelines import jvm
 from pipelines.columns import (
     BLANK,
     CONTENT_HASH,
@@ -257,8 +258,11 @@ def _partition_value_problem(name: str, value: Column) -> Column:
     )
 
 
-def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
+def with_content_hash(frame: DataFrame, schema: SchemaVersion, engine: str = "jvm") -> DataFrame:
     """Add ``_content_hash`` (16 bytes) to valid records (:mod:`pipelines.ingest.hashing`).
+
+    ``engine``: ``jvm``, lakeshard's Spark expression ``lakeshard_content_hash`` (its jar,
+    ``pipelines/jvm/src``), or ``python``, the Arrow UDF; the two compute the same bytes.
 
     Under ``on_drift: rescue`` a record's rescued content (``{"fields", "values"}`` of
     ``_rescued``, without the file) is hashed with it as a string field ``_rescued``: two
@@ -272,9 +276,16 @@ def with_content_hash(frame: DataFrame, schema: SchemaVersion) -> DataFrame:
     valid = col(REASON).isNull() & ~col(BLANK)
     if DROPPED in frame.columns:
         valid = valid & ~col(DROPPED)
+    return frame.withColumn(CONTENT_HASH, F.when(valid, content_hash_column(record, engine)))
+
+
+def content_hash_column(record: Column, engine: str = "jvm") -> Column:
+    """The content hash of ``record`` (a struct column), computed by ``engine``."""
+    if engine == "jvm":
+        return F.call_function(jvm.CONTENT_HASH_FUNCTION, record)
     # The function's type hints make it a scalar Arrow UDF; pyspark's stubs do not see that.
     hash_udf = arrow_udf(_hash_records, T.BinaryType())  # type: ignore[call-overload]
-    return frame.withColumn(CONTENT_HASH, F.when(valid, hash_udf(record)))
+    return cast(Column, hash_udf(record))
 
 
 def _hash_records(records: pa.Array) -> pa.Array:

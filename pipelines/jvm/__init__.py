@@ -1,7 +1,9 @@
-"""The JVM artifacts Spark needs beside pyspark (Delta, hadoop-aws, AWS SDK v2 modules).
+"""The JVM artifacts Spark needs beside pyspark (Delta, hadoop-aws, AWS SDK v2 modules) and
+lakeshard's own jar (the content hash as a Spark expression, ``src/main/java``).
 
-They are pinned in ``pom.xml`` next to this file, resolved from Maven Central once into a cache
-folder named after the pom's hash, and then used offline by every SparkSession and spark-submit.
+They are pinned in ``pom.xml`` next to this file, resolved from Maven Central and built once into a
+cache folder named after the hash of the pom and the Java sources, and then used offline by every
+SparkSession and spark-submit.
 
     python -m pipelines.jvm resolve     # download once (needs Maven and the network)
     python -m pipelines.jvm path        # print the jar folder
@@ -21,8 +23,13 @@ from pipelines.config import Config, resolve_config
 from pipelines.errors import ConfigError
 
 POM = Path(__file__).with_name("pom.xml")
+SOURCES = Path(__file__).with_name("src")
 LOG4J = Path(__file__).with_name("log4j2.properties")
 COMPLETE = ".complete"
+HASH_JAR = "lakeshard-hash.jar"
+CONTENT_HASH_FUNCTION = "lakeshard_content_hash"  # registered by LakeshardExtensions
+#: The session extensions: Delta's, and lakeshard's (registers ``lakeshard_content_hash``).
+EXTENSIONS = ("io.delta.sql.DeltaSparkSessionExtension", "io.lakeshard.hash.LakeshardExtensions")
 
 
 def cache_root(config: Config | None = None) -> Path:
@@ -35,8 +42,17 @@ def jars_dir(config: Config | None = None) -> Path:
     config = config or resolve_config()
     if config.jars is not None:
         return config.jars
-    stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
-    return config.cache / f"jars-{stamp}"
+    return config.cache / f"jars-{build_stamp()}"
+
+
+def build_stamp() -> str:
+    """12 hex digits of the hash of the pom and every Java source: a change to either is a new
+    jar folder, so a stale build is never used."""
+    digest = hashlib.sha256(POM.read_bytes())
+    for source in sorted(SOURCES.rglob("*.java")):
+        digest.update(source.relative_to(SOURCES).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def jar_paths(config: Config | None = None) -> list[str]:
@@ -51,7 +67,8 @@ def jar_paths(config: Config | None = None) -> list[str]:
 
 
 def resolve() -> Path:
-    """Download the pinned artifacts into the cache unless they are already there."""
+    """Download the pinned artifacts and build lakeshard's jar into the cache unless they are
+    already there."""
     folder = jars_dir()
     if (folder / COMPLETE).exists():
         return folder
@@ -67,10 +84,15 @@ def resolve() -> Path:
         f"-Dmaven.repo.local={cache_root() / 'm2'}",
         "-f",
         str(POM),
+        f"-Dlakeshard.build={staging / 'build'}",
+        "package",
         "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
         f"-DoutputDirectory={staging}",
     ]
     subprocess.run(cmd, check=True)
+    (staging / "build" / HASH_JAR).rename(staging / HASH_JAR)
+    shutil.rmtree(staging / "build")
     (staging / COMPLETE).write_text("".join(p.name + "\n" for p in sorted(staging.glob("*.jar"))))
     try:
         staging.rename(folder)  # atomic: a concurrent resolver either wins or finds it complete
@@ -85,7 +107,7 @@ def spark_defaults() -> str:
         [
             "# Written by `python -m pipelines.jvm defaults`: lakeshard's pinned JVM artifacts.",
             f"spark.jars {','.join(jar_paths())}",
-            "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension",
+            f"spark.sql.extensions {','.join(EXTENSIONS)}",
             "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog",
             "",
         ]
