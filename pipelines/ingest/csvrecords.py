@@ -31,7 +31,8 @@ from pipelines.ingest.rawframe import (
     CP1252_FROM,
     CP1252_TO,
     NO_NULL_TOKEN,
-    locators,
+    located,
+    with_locators,
 )
 from pipelines.schema.datasets import Dataset
 
@@ -122,7 +123,7 @@ def _read_csv_files(
     line_sep = layout.line_sep or ("\n" if utf16 else None)
     if line_sep is not None and (opts.multiline or utf16):
         reader = reader.option("lineSep", line_sep)
-    frame = reader.load(files)
+    frame = with_locators(reader.load(files))
 
     def text(value: Column) -> Column:
         return F.translate(value, CP1252_FROM, CP1252_TO) if cp1252 else value
@@ -162,7 +163,7 @@ def _read_csv_files(
             col(CORRUPT).isNotNull(),
             F.lit(f"malformed CSV record: expected {len(names)} fields"),
         ).alias(MALFORMED),
-        *locators(),
+        *located(),
         F.lit(None).cast("long").alias(ROW_IN_FILE),
     )
 

@@ -11,10 +11,10 @@ record's row number in its file.
 
 from __future__ import annotations
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.columns import MONO, SOURCE_FILE, SPLIT_START
+from pipelines.columns import MONO, ROW_IN_FILE, SOURCE_FILE, SPLIT_START
 
 CORRUPT = "_corrupt_record"
 # Columns passed through untouched when present (a replay carries each record's quarantine key).
@@ -31,6 +31,22 @@ SHOWN_KEY_CHARS = 60  # how much of a repeated key a reason quotes
 _CP1252_BYTES = bytes(b for b in range(0x80, 0xA0) if bytes([b]).decode("cp1252", "ignore"))
 CP1252_FROM = _CP1252_BYTES.decode("latin-1")
 CP1252_TO = _CP1252_BYTES.decode("cp1252")
+
+
+def with_locators(frame: DataFrame, row_index: bool = False) -> DataFrame:
+    """``frame`` (a file reader's) with the :func:`locators` added by a projection of their own,
+    right on the scan. The monotone id is not deterministic, and Spark keeps a projection that
+    computes one apart from the projections above it: with it alone down here, everything
+    above collapses into one projection, where a value used only for refused records (the raw
+    record of a CSV or Parquet row, rebuilt as text) is computed only for them. ``row_index``:
+    add ``_row_index`` too (Parquet's own row numbers)."""
+    extra = [F.col("_metadata.row_index").alias(ROW_IN_FILE)] if row_index else []
+    return frame.select("*", *locators(), *extra)
+
+
+def located() -> list[Column]:
+    """The locator columns of a frame from :func:`with_locators`."""
+    return [F.col(SOURCE_FILE), F.col(SPLIT_START), F.col(MONO)]
 
 
 def locators() -> list[Column]:

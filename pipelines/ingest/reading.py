@@ -37,7 +37,9 @@ from pipelines.ingest.rawframe import (
     CP1252_TO,
     SHOWN_KEY_CHARS,
     STRICT_JSON,
+    located,
     locators,
+    with_locators,
 )
 from pipelines.schema.datasets import Dataset
 
@@ -178,18 +180,21 @@ def _lines(spark: SparkSession, charset: str, files: list[str]) -> DataFrame:
 
 def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> DataFrame:
     # Every file's columns (merged): a column only some files have is seen, never lost.
-    frame = spark.read.format("parquet").option("mergeSchema", "true").load(files)
-    present = {f.name.lower(): f.name for f in frame.schema.fields}
+    files_read = spark.read.format("parquet").option("mergeSchema", "true").load(files)
+    frame = with_locators(files_read, row_index=True)
+    locator_names = {SOURCE_FILE, SPLIT_START, MONO, ROW_IN_FILE}
+    fields = [f for f in frame.schema.fields if f.name not in locator_names]
+    present = {f.name.lower(): f.name for f in fields}
     values = []
     for i, column in enumerate(dataset.schema.columns):
         found = present.get(column.name.lower())
         values.append((col(found) if found else F.lit(None).cast(column.dtype)).alias(value_col(i)))
     declared = {n.lower() for n in dataset.schema.names}
-    undeclared = [f.name for f in frame.schema.fields if f.name.lower() not in declared]
+    undeclared = [f.name for f in fields if f.name.lower() not in declared]
     # to_json leaves null fields out: a record without values there has no undeclared field.
     extra = F.to_json(F.struct(*[col(n) for n in undeclared])) if undeclared else None
     raw = F.to_json(
-        F.struct(*[col(f.name) for f in frame.schema.fields]),
+        F.struct(*[col(f.name) for f in fields]),
         {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"},  # microseconds, as stored
     )
     return frame.select(
@@ -199,6 +204,6 @@ def _read_parquet(spark: SparkSession, dataset: Dataset, files: list[str]) -> Da
             EXTRA
         ),
         F.lit(None).cast("string").alias(MALFORMED),
-        *locators(),
-        F.col("_metadata.row_index").alias(ROW_IN_FILE),
+        *located(),
+        col(ROW_IN_FILE),
     )

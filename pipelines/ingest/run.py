@@ -37,7 +37,7 @@ from pipelines.lake import lease as leases
 from pipelines.lake.quarantine import QUARANTINE_KEY
 from pipelines.runs.lifecycle import LeaseOptions, run_recorded
 from pipelines.runs.progress import progress
-from pipelines.runs.summary import Summary
+from pipelines.runs.summary import Summary, phase
 from pipelines.schema import evolution
 from pipelines.schema.datasets import Dataset
 from pipelines.spark import require_hash_engine
@@ -71,10 +71,12 @@ def _ingest(
     t0 = time.monotonic()
     context = spark.sparkContext
     out.extra["spark"] = {"master": context.master, "app_id": context.applicationId}
-    listed = listing.list_sources(spark, sources)
+    with phase(out, "list"):
+        listed = listing.list_sources(spark, sources)
     size_mb = sum(f.size for f in listed) / 1e6
     progress(f"listing: {len(listed)} file(s), {size_mb:,.1f} MB for {dataset.name}")
-    known = ledger.load(spark, settings.ledger_uri(dataset.name))
+    with phase(out, "ledger"):
+        known = ledger.load(spark, settings.ledger_uri(dataset.name))
 
     def inspect(candidates: list[listing.SourceFile]) -> list[inspection.Inspection]:
         progress(f"inspecting {len(candidates)} new file(s)")
@@ -86,7 +88,8 @@ def _ingest(
             slices=context.defaultParallelism * 2,
         )
 
-    plan = fileplan.plan(listed, known, inspect, dataset.on_changed_file, out.run_id)
+    with phase(out, "inspect"):
+        plan = fileplan.plan(listed, known, inspect, dataset.on_changed_file, out.run_id)
     out.files_seen = len(listed)
     out.files_skipped = plan.skipped
     out.extra["files_rejected"] = len(plan.rejected)
@@ -102,7 +105,8 @@ def _ingest(
         _ingest_rows(spark, settings, dataset, uris, plan.layouts, out, held, change, t0)
     held.check()
     progress(f"ledger: recording {len(plan.entries)} file(s)")
-    ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
+    with phase(out, "ledger"):
+        ledger.append(spark, settings.ledger_uri(dataset.name), plan.entries, datetime.now(UTC))
     progress(
         f"done in {time.monotonic() - t0:.1f}s: {out.rows_written:,} written, "
         f"{out.rows_duplicate:,} duplicate, {out.rows_quarantined:,} quarantined"
@@ -132,7 +136,8 @@ def _ingest_rows(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        counts = checked(lambda: first_counts(records, dataset))
+        with phase(out, "read"):
+            counts = checked(lambda: first_counts(records, dataset))
         out.rows_read, bad = int(counts["read"]), int(counts["bad"])
         dropped = int(counts["dropped"])
         report_checks(records, dataset, counts, out)
@@ -146,11 +151,13 @@ def _ingest_rows(
             refused = records.transform(validate.refused_with_source_rows).transform(
                 lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
             )
-            present = delta.read_if_data(spark, out.quarantine)
-            fresh = validate.not_in(refused, present, QUARANTINE_KEY)
-            held.check()
             progress("quarantining refused records")
-            quarantined = checked(lambda: delta.append(fresh, out.quarantine, out.run_id)).rows
+            with phase(out, "quarantine"):
+                present = delta.read_if_data(spark, out.quarantine)
+                fresh = validate.not_in(refused, present, QUARANTINE_KEY)
+                held.check()
+                commit = checked(lambda: delta.append(fresh, out.quarantine, out.run_id))
+            quarantined = commit.rows
             progress(f"quarantined {quarantined:,} records at {time.monotonic() - t0:.1f}s")
         out.rows_quarantined = quarantined
         out.rows_dropped = dropped

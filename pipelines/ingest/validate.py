@@ -82,6 +82,7 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     typed: list[Column] = []
     problems: list[Column] = []
     unfit: list[Column] = []  # (name, source text) entries for values that do not fit
+    any_unfit: Column = F.lit(False)
     extra = col(EXTRA)
     if mode != "rescue" and mode != "ignore":
         problems.append(
@@ -103,6 +104,7 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
         does_not_fit = source.isNotNull() & value.isNull()
         shown = F.substring(source.cast("string"), 1, _SHOWN_CHARS)
         unfit.append(F.when(does_not_fit, F.struct(F.lit(column.name), source.cast("string"))))
+        any_unfit = any_unfit | does_not_fit
         rescued_here = mode == "rescue" and column.nullable
         problems.append(
             F.when(
@@ -123,10 +125,12 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
             problems.append(_partition_value_problem(column.name, value))
     joined = F.concat_ws("; ", *problems)
     reason = F.coalesce(col(MALFORMED), F.when(joined != "", joined))
-    unfit_entries = F.filter(F.array(*unfit), lambda entry: entry.isNotNull())
-    drift = extra.isNotNull() | (F.size(unfit_entries) > 0)
+    # Plain boolean logic, no array: a higher-order function (a lambda) would keep the whole
+    # projection out of Spark's whole-stage code generation. Rescue alone builds the entries.
+    drift = extra.isNotNull() | any_unfit
     extras: list[Column] = []
     if mode == "rescue":
+        unfit_entries = F.filter(F.array(*unfit), lambda entry: entry.isNotNull())
         fields = F.parse_json(extra).alias("fields")
         values = F.when(F.size(unfit_entries) > 0, F.map_from_entries(unfit_entries))
         rescued = F.to_json(

@@ -31,7 +31,7 @@ from pipelines.ingest import validate
 from pipelines.lake import delta
 from pipelines.lake import lease as leases
 from pipelines.runs.progress import progress, warn
-from pipelines.runs.summary import COMMIT_COUNTS, Summary
+from pipelines.runs.summary import COMMIT_COUNTS, Summary, phase
 from pipelines.schema import evolution, rules
 from pipelines.schema.datasets import Dataset
 
@@ -185,26 +185,27 @@ def write_new_rows(
     copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
     known: DataFrame | None = None
     try:
-        plan = checked(
-            lambda: copies.agg(
-                F.count(F.lit(1)).alias("distinct"),
-                F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
-            ).collect()[0]
-        )
-        existing = delta.read_if_data(spark, out.table)
-        if existing is not None and since is not None and dataset.dedup.column is not None:
-            existing = existing.filter(col(dataset.dedup.column) >= F.lit(since))
-        found = 0
-        if existing is not None:
-            batch = copies.select(CONTENT_HASH)
-            if plan["distinct"] <= BROADCAST_BATCH_MAX:
-                batch = F.broadcast(batch)
-            known = (
-                existing.select(CONTENT_HASH)
-                .join(batch, on=CONTENT_HASH, how="left_semi")
-                .persist(StorageLevel.MEMORY_AND_DISK)
+        with phase(out, "dedup"):
+            plan = checked(
+                lambda: copies.agg(
+                    F.count(F.lit(1)).alias("distinct"),
+                    F.count(F.when(col("_copies") > 1, True)).alias("repeated"),
+                ).collect()[0]
             )
-            found = checked(known.count)
+            existing = delta.read_if_data(spark, out.table)
+            if existing is not None and since is not None and dataset.dedup.column is not None:
+                existing = existing.filter(col(dataset.dedup.column) >= F.lit(since))
+            found = 0
+            if existing is not None:
+                batch = copies.select(CONTENT_HASH)
+                if plan["distinct"] <= BROADCAST_BATCH_MAX:
+                    batch = F.broadcast(batch)
+                known = (
+                    existing.select(CONTENT_HASH)
+                    .join(batch, on=CONTENT_HASH, how="left_semi")
+                    .persist(StorageLevel.MEMORY_AND_DISK)
+                )
+                found = checked(known.count)
         pending = int(plan["distinct"]) - found
         progress(f"{pending:,} new rows after dedup at {time.monotonic() - t0:.1f}s")
         # Duplicates: valid rows repeated in the batch or already in the table, and refused
@@ -225,11 +226,12 @@ def write_new_rows(
             held.check()
             merge = prepare_table(spark, out.table, dataset, change)
             progress(f"writing {pending:,} new rows to {out.table}")
-            commit = checked(
-                lambda: delta.append(
-                    new_rows, out.table, out.run_id, _notes(dataset, out), merge_schema=merge
+            with phase(out, "write"):
+                commit = checked(
+                    lambda: delta.append(
+                        new_rows, out.table, out.run_id, _notes(dataset, out), merge_schema=merge
+                    )
                 )
-            )
             # From the Delta commit itself: accounting checks it wrote exactly the plan.
             out.rows_written = commit.rows
             add_constraints(spark, out.table, dataset)
@@ -269,11 +271,12 @@ def _upsert(
     held.check()
     merge = prepare_table(spark, out.table, dataset, change)
     progress(f"upserting up to {pending:,} rows into {out.table} by {', '.join(dedup.keys)}")
-    commit = checked(
-        lambda: delta.upsert(
-            latest, out.table, dedup.keys, order, out.run_id, _notes(dataset, out), merge
+    with phase(out, "write"):
+        commit = checked(
+            lambda: delta.upsert(
+                latest, out.table, dedup.keys, order, out.run_id, _notes(dataset, out), merge
+            )
         )
-    )
     out.rows_written = commit.rows
     updated = int(commit.notes.get("rows_updated", 0))
     out.extra["rows_updated"] = updated

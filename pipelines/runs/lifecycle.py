@@ -22,7 +22,14 @@ from pipelines.lake import delta, ledger, runlog
 from pipelines.lake import lease as leases
 from pipelines.lake.quarantine import QUARANTINE_SCHEMA
 from pipelines.runs.progress import info, progress, warn
-from pipelines.runs.summary import COMMIT_COUNTS, DETAILS, ROW_COUNTS, Summary, new_run_id
+from pipelines.runs.summary import (
+    COMMIT_COUNTS,
+    DETAILS,
+    ROW_COUNTS,
+    Summary,
+    new_run_id,
+    phase,
+)
 from pipelines.schema import evolution, rules, tables
 from pipelines.schema.datasets import Dataset
 
@@ -60,28 +67,31 @@ def run_recorded(
         table_version=None,
         quarantine=settings.quarantine_uri(dataset.name),
     )
-    rules.check_rules(spark, dataset)
+    with phase(summary, "start"):
+        rules.check_rules(spark, dataset)
     with leases.held(
         settings.lease_uri(dataset.name), run_id, options.ttl_s, options.wait_s
     ) as held:
-        # Refused before anything is written: an incompatible schema version (exit 3).
-        change = planned_evolution(spark, settings, dataset)
-        _ensure_tables(spark, settings, dataset)
-        if held.previous is not None:  # a claim left by a run that died: close its records
-            _close_abandoned_runs(spark, settings, dataset, held)
         started = datetime.now(UTC)
         log = settings.runs_uri(dataset.name)
 
         def record(error: str | None) -> dict[str, Any]:
             return _run_record(dataset, command, sources, summary, started, error)
 
-        runlog.record_run(spark, log, record(None))
+        with phase(summary, "start"):
+            # Refused before anything is written: an incompatible schema version (exit 3).
+            change = planned_evolution(spark, settings, dataset)
+            _ensure_tables(spark, settings, dataset)
+            if held.previous is not None:  # a claim left by a run that died: close its records
+                _close_abandoned_runs(spark, settings, dataset, held)
+            runlog.record_run(spark, log, record(None))
         progress(f"run {run_id} ({command}) holds the lease on {dataset.name}")
         error: str | None = None
         try:
             work(summary, held, change)
-            # The table version the run leaves behind (whether or not it committed to it).
-            summary.table_version = delta.current_version(spark, summary.table)
+            with phase(summary, "finish"):
+                # The table version the run leaves behind (whether or not it committed to it).
+                summary.table_version = delta.current_version(spark, summary.table)
             summary.status = "succeeded"
         except LakeshardError as exc:
             summary.status, error = "failed", exc.message

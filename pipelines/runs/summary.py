@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +16,8 @@ ROW_COUNTS = ("rows_read", *ROW_OUTCOMES)
 # The counts a run's data commit carries in its metadata (rows_written comes from the commit).
 COMMIT_COUNTS = tuple(key for key in ROW_COUNTS if key != "rows_written")
 # Summary fields kept in the run log's ``details`` JSON.
-DETAILS = ("rules", "drift", "rows_released", "rows_updated")
+DETAILS = ("rules", "drift", "rows_released", "rows_updated", "phases_s")
+PHASES = "phases_s"  # seconds per phase of the run, in the order they ran
 
 
 @dataclass
@@ -39,6 +42,18 @@ class Summary:
         extra = data.pop("extra")
         data.update(extra)
         return data
+
+
+@contextmanager
+def phase(out: Summary, name: str) -> Iterator[None]:
+    """Add the seconds this block takes to ``out``'s phase ``name`` (``phases_s``): where a
+    run's time goes, in its summary and run log."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        phases: dict[str, float] = out.extra.setdefault(PHASES, {})
+        phases[name] = round(phases.get(name, 0.0) + time.monotonic() - start, 2)
 
 
 def accounting_holds(summary: Mapping[str, Any]) -> bool:

@@ -1,25 +1,29 @@
 package io.lakeshard.hash;
 
+import java.util.Arrays;
+
 import net.openhft.hashing.LongTupleHashFunction;
 
 import org.apache.spark.sql.catalyst.InternalRow;
 import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.codegen.Block;
+import org.apache.spark.sql.catalyst.expressions.codegen.CodeBlock;
 import org.apache.spark.sql.catalyst.expressions.codegen.CodegenContext;
-import org.apache.spark.sql.catalyst.expressions.codegen.CodegenFallback;
 import org.apache.spark.sql.catalyst.expressions.codegen.ExprCode;
+import org.apache.spark.sql.catalyst.expressions.codegen.FalseLiteral$;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import scala.collection.immutable.IndexedSeq;
 import scala.collection.immutable.Seq;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * {@code lakeshard_content_hash(struct)}: the 16-byte XXH3-128 (seed 0, big-endian as xxhash's
  * {@code digest()}) of the struct's canonical encoding; never null. It reads Spark's internal rows
  * directly: no conversion to Java objects and no Python worker.
  */
-public final class ContentHash extends Expression
-    implements CodegenFallback, java.io.Serializable {
+public final class ContentHash extends Expression implements java.io.Serializable {
   private static final long serialVersionUID = 1L;
   private static final LongTupleHashFunction XXH3_128 = LongTupleHashFunction.xx128();
 
@@ -47,7 +51,7 @@ public final class ContentHash extends Expression
 
   @Override
   public Seq<Expression> children() {
-    return scala.jdk.javaapi.CollectionConverters.asScala(java.util.List.of(child)).toList();
+    return seq(child);
   }
 
   @Override
@@ -67,7 +71,11 @@ public final class ContentHash extends Expression
 
   @Override
   public Object eval(InternalRow input) {
-    InternalRow record = (InternalRow) child.eval(input);
+    return hash((InternalRow) child.eval(input));
+  }
+
+  /** The content hash of one record (null: a record without fields). */
+  public byte[] hash(InternalRow record) {
     State s = state();
     s.encoder.encode(record, s.buffer);
     return digest(s.buffer.array(), s.buffer.size(), s.digest);
@@ -94,9 +102,25 @@ public final class ContentHash extends Expression
     return state.get();
   }
 
+  /**
+   * Generated code calls {@link #hash} on this object: the expression takes part in whole-stage
+   * code generation (a {@code CodegenFallback} would keep its whole projection out of it).
+   */
   @Override
   public ExprCode doGenCode(CodegenContext ctx, ExprCode ev) {
-    return CodegenFallback.super.doGenCode(ctx, ev);
+    String self = ctx.addReferenceObj("lakeshardContentHash", this, ContentHash.class.getName());
+    ExprCode record = child.genCode(ctx);
+    String line =
+        String.format(
+            "%nbyte[] %s = %s.hash(%s ? null : (org.apache.spark.sql.catalyst.InternalRow) %s);",
+            ev.value(), self, record.isNull(), record.value());
+    Block code = record.code().$plus(new CodeBlock(seq(line), seq()));
+    return ev.copy(code, FalseLiteral$.MODULE$, ev.value());
+  }
+
+  @SafeVarargs
+  private static <T> Seq<T> seq(final T... items) {
+    return CollectionConverters.asScala(Arrays.asList(items)).toList();
   }
 
   @Override
