@@ -63,6 +63,46 @@ final class Buffer {
     size += 4;
   }
 
+  /**
+   * A u32 length and the plain text of {@code unscaled * 10^-scale} without trailing fraction
+   * zeros ({@code 150, 2} -> "1.5"; zero -> "0"), as {@link CanonicalEncoder#plainDecimal} writes
+   * it, for an unscaled value of at most 18 digits.
+   */
+  void putPlainDecimal(long unscaled, int scale) {
+    if (unscaled == 0) {
+      putU32(1);
+      put((byte) '0');
+      return;
+    }
+    while (scale > 0 && unscaled % 10 == 0) {
+      unscaled /= 10;
+      scale--;
+    }
+    boolean negative = unscaled < 0;
+    long magnitude = Math.abs(unscaled);
+    int digits = 1;
+    for (long rest = magnitude / 10; rest != 0; rest /= 10) {
+      digits++;
+    }
+    int shown = Math.max(digits, scale + 1); // "0.05": leading zeros before the point
+    int length = (negative ? 1 : 0) + shown + (scale > 0 ? 1 : 0);
+    putU32(length);
+    reserve(length);
+    int end = size + length;
+    int at = end - 1;
+    for (int k = 0; k < shown; k++) {
+      if (scale > 0 && k == scale) {
+        bytes[at--] = '.';
+      }
+      bytes[at--] = (byte) ('0' + magnitude % 10);
+      magnitude /= 10;
+    }
+    if (negative) {
+      bytes[at] = '-';
+    }
+    size = end;
+  }
+
   /** A one-byte tag and a little-endian int64. */
   void putTagged(char tag, long value) {
     reserve(9);

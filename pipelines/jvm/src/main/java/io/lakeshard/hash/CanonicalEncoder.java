@@ -15,6 +15,7 @@ import org.apache.spark.sql.types.BooleanType;
 import org.apache.spark.sql.types.ByteType;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DateType;
+import org.apache.spark.sql.types.Decimal;
 import org.apache.spark.sql.types.DecimalType;
 import org.apache.spark.sql.types.DoubleType;
 import org.apache.spark.sql.types.FloatType;
@@ -106,6 +107,13 @@ final class CanonicalEncoder {
       DecimalType decimal = (DecimalType) type;
       int precision = decimal.precision();
       int scale = decimal.scale();
+      if (precision <= Decimal.MAX_LONG_DIGITS()) {
+        // The unscaled value fits a long: format it without BigDecimal (no allocation).
+        return (s, i, out) -> {
+          out.put((byte) 'N');
+          out.putPlainDecimal(s.getDecimal(i, precision, scale).toUnscaledLong(), scale);
+        };
+      }
       return (s, i, out) -> {
         byte[] text = plainDecimal(s.getDecimal(i, precision, scale).toJavaBigDecimal());
         out.put((byte) 'N');
