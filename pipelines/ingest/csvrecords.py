@@ -103,6 +103,9 @@ def _read_csv_files(
     text_schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
     )
+    # A file whose every line is a record (the per-file checks say) is read line by line: Spark
+    # then splits it across tasks instead of parsing it whole in one.
+    multiline = opts.multiline and not layout.line_records
     reader = (
         spark.read.format("csv")
         .schema(text_schema)
@@ -111,7 +114,7 @@ def _read_csv_files(
         .option("sep", spelled(opts.delimiter))
         .option("quote", spelled(opts.quote))
         .option("escape", spelled(opts.escape))
-        .option("multiLine", opts.multiline)
+        .option("multiLine", multiline)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT)
         .option("nullValue", NO_NULL_TOKEN)
@@ -121,7 +124,7 @@ def _read_csv_files(
     # ASCII-compatible encodings: UTF-16 needs the separator spelled out.
     utf16 = layout.charset.startswith("UTF-16")
     line_sep = layout.line_sep or ("\n" if utf16 else None)
-    if line_sep is not None and (opts.multiline or utf16):
+    if line_sep is not None and (multiline or utf16):
         reader = reader.option("lineSep", line_sep)
     frame = with_locators(reader.load(files))
 

@@ -19,6 +19,7 @@ the driver receives one short :class:`Inspection` per file.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ CHUNK = 4 * 2**20
 CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 _THREADS_PER_TASK = 8
 _NEWLINE, _CR = 10, 13
+_SPACE = 32
+# Encodings where a line break, a quote and a space are single bytes of their own.
+_SPLITTABLE = ("utf-8", "latin-1", "cp1252")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,21 @@ class FileChecks:
     format: str
     encoding: str
     limits: Limits
+    # A multiLine CSV dataset's quote and escape: the checks then also say whether each file
+    # can be read line by line (LineRecords). None: not asked.
+    csv_quote: str | None = None
+    csv_escape: str | None = None
 
     @classmethod
     def of(cls, dataset: Dataset) -> FileChecks:
-        return cls(format=dataset.format, encoding=dataset.encoding, limits=dataset.limits)
+        asked = dataset.format == "csv" and dataset.csv.multiline
+        return cls(
+            format=dataset.format,
+            encoding=dataset.encoding,
+            limits=dataset.limits,
+            csv_quote=dataset.csv.quote if asked else None,
+            csv_escape=dataset.csv.escape if asked else None,
+        )
 
 
 def inspect_file(uri: str, rules: FileChecks, s3: S3Settings) -> Inspection:
@@ -79,8 +95,8 @@ def inspect_file(uri: str, rules: FileChecks, s3: S3Settings) -> Inspection:
         if rules.format == "parquet":
             problem = _parquet_problem(fs, path)
         else:
-            problem, head = _text_problem(fs, path, uri, rules)
-            layout = layout_of(head, rules.encoding)
+            problem, head, line_records = _text_problem(fs, path, uri, rules)
+            layout = dataclasses.replace(layout_of(head, rules.encoding), line_records=line_records)
     except (OSError, pa.ArrowException) as exc:
         problem = f"cannot read the file: {first_line(exc)}"
     return Inspection(uri, digest, problem, layout)
@@ -108,11 +124,18 @@ def _parquet_problem(fs: pafs.FileSystem, path: str) -> str | None:
 
 def _text_problem(
     fs: pafs.FileSystem, path: str, uri: str, rules: FileChecks
-) -> tuple[str | None, bytes]:
-    """Why the file cannot be read (or None), and its first decompressed bytes."""
+) -> tuple[str | None, bytes, bool]:
+    """Why the file cannot be read (or None), its first decompressed bytes, and whether it can
+    be read line by line (:class:`LineRecords`; asked of uncompressed CSV files only: a
+    compressed one is read in one task either way)."""
     limits = rules.limits
     head = b""
     codec = next((c for suffix, c in CODECS.items() if uri.lower().endswith(suffix)), None)
+    records = (
+        LineRecords(rules.csv_quote, rules.csv_escape or rules.csv_quote)
+        if rules.csv_quote is not None and codec is None and rules.encoding in _SPLITTABLE
+        else None
+    )
     with fs.open_input_stream(path, compression=None) as raw:
         stream: Any = pa.CompressedInputStream(raw, codec) if codec else raw
         decoder = codecs.getincrementaldecoder(rules.encoding)(errors="strict")
@@ -129,23 +152,25 @@ def _text_problem(
                         if codec
                         else (f"is larger than {limits.max_file_bytes:,} bytes")
                     )
-                    return f"file {what} (limits.max_file_bytes): not read", head
+                    return f"file {what} (limits.max_file_bytes): not read", head, False
                 longest = lines.feed(chunk)
                 if longest > limits.max_line_bytes:
                     problem = (
                         f"a line at byte {lines.offset:,} is longer than "
                         f"{limits.max_line_bytes:,} bytes (limits.max_line_bytes): not read"
                     )
-                    return problem, head
+                    return problem, head, False
                 _decode(decoder, chunk, total - len(chunk), rules.encoding)
+                if records is not None:
+                    records.feed(chunk)
             _decode(decoder, b"", total, rules.encoding, final=True)
         except _NotDecodable as exc:
-            return str(exc), head
+            return str(exc), head, False
         except (OSError, pa.ArrowException) as exc:
             if codec:
-                return f"cannot decompress ({codec}): {first_line(exc)}", head
+                return f"cannot decompress ({codec}): {first_line(exc)}", head, False
             raise
-    return None, head
+    return None, head, records is not None and records.finish()
 
 
 class _NotDecodable(Exception):
@@ -205,6 +230,105 @@ class _LineLengths:
     def _note(self, length: int, offset: int) -> None:
         if length > self.longest:
             self.longest, self.offset = length, offset
+
+
+class LineRecords:
+    """Whether every line of a CSV file is one record, fed the file's bytes chunk by chunk.
+
+    Spark's multiLine CSV parser reads a file in one task; line by line, Spark splits it
+    across tasks. The two give the same records, values and row numbers only when no line
+    break sits inside a quoted value (counted by the parity of the quotes before each break;
+    with an escape other than the quote, only a file without quotes qualifies), every line
+    break is the file's first kind (a stray CR would stay in a value in one mode only), no line
+    holds only spaces, tabs or control characters (the line reader drops a line that Java's
+    ``trim()`` empties; the multiLine parser makes it a malformed record) and no byte-order
+    mark starts the file. An empty line is skipped by both.
+    """
+
+    def __init__(self, quote: str, escape: str) -> None:
+        self._quote = ord(quote)
+        self._doubled = quote == escape  # RFC 4180: a quote inside a quoted value is doubled
+        self._ok = True
+        self._sep: bytes | None = None
+        self._tail = b""  # the bytes of the line still open (rescanned with the next chunk)
+        self._inside = 0  # the parity of the quotes before the tail
+        self._first = b""  # the file's first bytes, to see a byte-order mark
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self._first) < len(_UTF8_BOM):
+            self._first = (self._first + chunk)[: len(_UTF8_BOM)]
+            self._ok = self._ok and not self._first.startswith(_UTF8_BOM)
+        if not self._ok:
+            return
+        joined = self._tail + chunk
+        data = np.frombuffer(joined, dtype=np.uint8)
+        ends = self._line_ends(data)
+        if ends is None or not self._ok:
+            self._tail = joined
+            return
+        quotes = np.flatnonzero(data == self._quote)
+        if quotes.size and not self._doubled:
+            self._ok = False
+            return
+        before = np.searchsorted(quotes, ends)
+        if ((before + self._inside) % 2).any():
+            self._ok = False  # a line break inside a quoted value
+            return
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        # Lines that start with a space or a control character are rare: only those are looked
+        # at closely.
+        stop = ends - 1 if self._sep == b"\r\n" else ends  # where each line's content ends
+        for start, end in zip(starts.tolist(), stop.tolist(), strict=True):
+            if start < end and joined[start] <= _SPACE and _trims_away(joined[start:end]):
+                self._ok = False
+                return
+        done = int(ends[-1]) + 1
+        self._inside = (self._inside + int(np.searchsorted(quotes, done))) % 2
+        self._tail = joined[done:]
+
+    def _line_ends(self, data: np.ndarray) -> np.ndarray | None:
+        """Where the complete lines of ``data`` end (their last byte); None when it holds no
+        complete line. Clears ``_ok`` on a line break of another kind than the first."""
+        cr = np.flatnonzero(data == _CR)
+        lf = np.flatnonzero(data == _NEWLINE)
+        if self._sep is None:
+            if not cr.size and not lf.size:
+                return None
+            first = min(cr[0] if cr.size else len(data), lf[0] if lf.size else len(data))
+            if data[first] == _NEWLINE:
+                self._sep = b"\n"
+            elif first + 1 == len(data):
+                return None  # a CR at the end: CR or CRLF, the next chunk says
+            else:
+                self._sep = b"\r\n" if data[first + 1] == _NEWLINE else b"\r"
+        if self._sep == b"\n":
+            self._ok = not cr.size
+            return lf if lf.size else None
+        if self._sep == b"\r":
+            self._ok = not lf.size
+            return cr if cr.size else None
+        pending = cr.size and cr[-1] == len(data) - 1  # a CR whose LF is in the next chunk
+        crs = cr[:-1] if pending else cr
+        self._ok = lf.size == crs.size and bool(np.array_equal(lf, crs + 1))
+        return lf if lf.size else None
+
+    def finish(self) -> bool:
+        """The verdict, once the whole file was fed."""
+        if not self._ok:
+            return False
+        tail = self._tail
+        if self._sep == b"\r\n" and tail.endswith(b"\r"):
+            return False
+        quotes = tail.count(bytes([self._quote]))
+        if (self._inside + quotes) % 2:
+            return False  # an open quote at the end of the file
+        return not _trims_away(tail)
+
+
+def _trims_away(line: bytes) -> bool:
+    """Whether Java's ``String.trim()`` leaves nothing of a non-empty line (every byte is at
+    most a space)."""
+    return bool(line) and max(line) <= _SPACE
 
 
 def run_inspections(

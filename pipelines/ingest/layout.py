@@ -39,6 +39,10 @@ class Layout:
     charset: str
     line_sep: str | None  # the file's first line break; None when its head holds none
     first_line: str | None = None  # the file's first line (a CSV header), when its head holds it
+    # A CSV file whose every line is one record (the per-file checks read every byte and say):
+    # it can be read line by line, in parallel splits, with the same records and row numbers
+    # as Spark's multiLine parser gives (see pipelines.ingest.inspection.LineRecords).
+    line_records: bool = False
 
 
 def layout_of(head: bytes, encoding: str) -> Layout:
