@@ -67,7 +67,8 @@ class CsvOptions:
     escape: str = '"'
     null_values: tuple[str, ...] = ("",)
     # Quoted newlines are legal CSV; Spark only parses them with multiLine, which reads each file
-    # in one task. Turn it off only for huge single files known to have no quoted newlines.
+    # in one task. A file the per-file checks find without any (inspection.LineRecords) is read
+    # line by line, in splits, anyway; false reads every file so.
     multiline: bool = True
 
 
