@@ -58,15 +58,15 @@ format: env ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format pipelines jobs tests bench infra
 	$(VENV)/bin/ruff check --fix pipelines jobs tests bench infra
 
-bench: env ## benchmarks: ratios against a baseline measured in the same run
-	$(PY) bench/ingest_overhead.py
-	$(PY) bench/ledger.py
+BENCH_SCALE ?= 1
+bench: env ## benchmarks: ratios against a baseline measured in the same run (BENCH_SCALE=0.25: smaller inputs)
+	$(PY) bench/report.py --scale $(BENCH_SCALE)
 	$(PY) bench/dedup.py
 	$(PY) bench/loader.py
 	$(PY) bench/gpu_feed.py
 
-large: env ## ingest a generated 3 GB input as a user would; print time and peak memory
-	LAKESHARD_DRIVER_MEMORY=$${LAKESHARD_DRIVER_MEMORY:-10g} $(PY) bench/large_input.py
+large: env ## ingest a generated 3 GB input as a user would, at the default memory; print time and peak memory
+	$(PY) bench/large_input.py
 
 TRIALS ?= 100
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally

@@ -146,7 +146,7 @@ def _replay(
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_rules(df, dataset))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema, engine))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(StorageLevel.DISK_ONLY)
     )
     try:
         first = checked(lambda: first_counts(records, dataset))

@@ -133,7 +133,10 @@ def _ingest_rows(
         .transform(lambda df: validate.with_typed_values(df, dataset))
         .transform(lambda df: validate.with_rules(df, dataset, since))
         .transform(lambda df: validate.with_content_hash(df, dataset.schema, engine))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        # Read once, used by every later step: kept on local disk, written and read back as a
+        # stream. In memory (MEMORY_AND_DISK) a batch larger than the heap ran out of it (800 MB
+        # of CSV at a 1g driver, 3.2 GB at 4g).
+        .persist(StorageLevel.DISK_ONLY)
     )
     try:
         with phase(out, "read"):
