@@ -151,9 +151,9 @@ def _ingest_rows(
 
         quarantined = 0
         if bad:
-            refused = records.transform(validate.refused_with_source_rows).transform(
-                lambda df: validate.quarantine_rows(df, dataset, out.run_id, now)
-            )
+            refused = records.transform(
+                lambda df: validate.refused_with_source_rows(df, counts.splits)
+            ).transform(lambda df: validate.quarantine_rows(df, dataset, out.run_id, now))
             progress("quarantining refused records")
             with phase(out, "quarantine"):
                 present = delta.read_if_data(spark, out.quarantine)

@@ -296,33 +296,66 @@ def _hash_records(records: pa.Array) -> pa.Array:
     return hashing.content_hashes(records)
 
 
-def refused_with_source_rows(frame: DataFrame) -> DataFrame:
+def refused_with_source_rows(
+    frame: DataFrame, splits: list[SplitOffset] | None = None
+) -> DataFrame:
     """The refused records, with ``_source_row`` (see :func:`located_rows`)."""
-    return located_rows(frame, col(REASON).isNotNull())
+    return located_rows(frame, col(REASON).isNotNull(), splits)
 
 
-def located_rows(frame: DataFrame, condition: Column) -> DataFrame:
+# A split of a file: (file, split start, its first monotone id, the file's rows before it).
+SplitOffset = tuple[str, int, int, int]
+_OFFSETS = T.StructType(
+    [
+        T.StructField(SOURCE_FILE, T.StringType()),
+        T.StructField(SPLIT_START, T.LongType()),
+        T.StructField("_split_first", T.LongType()),
+        T.StructField("_rows_before", T.LongType()),
+    ]
+)
+
+
+def split_offsets(splits: Sequence[tuple[str, int, int, int]]) -> list[SplitOffset]:
+    """From (file, split start, rows in the split, first monotone id) per split: each split's
+    offset, the rows of the same file's earlier splits."""
+    offsets: list[SplitOffset] = []
+    before: dict[str, int] = {}
+    for file, start, rows, first in sorted(splits, key=lambda s: (s[0], s[1])):
+        offsets.append((file, start, first, before.get(file, 0)))
+        before[file] = before.get(file, 0) + rows
+    return offsets
+
+
+def located_rows(
+    frame: DataFrame, condition: Column, splits: list[SplitOffset] | None = None
+) -> DataFrame:
     """The records meeting ``condition``, with ``_source_row``: their 1-based record number
     in their file.
 
     A file may be read in several splits; within a split rows keep file order and consecutive
     ``monotonically_increasing_id`` values. So a row's number is the rows of the file's earlier
-    splits plus its offset in its own split. Parquet gives the row index directly.
+    splits plus its offset in its own split. Parquet gives the row index directly. ``splits``:
+    the offsets already counted (:func:`split_offsets`, by the first pass over the batch);
+    without them, one more pass counts them here.
     """
-    per_split = frame.groupBy(SOURCE_FILE, SPLIT_START).agg(
-        F.count(F.lit(1)).alias("_split_rows"), F.min(MONO).alias("_split_first")
-    )
-    earlier = (
-        Window.partitionBy(SOURCE_FILE)
-        .orderBy(SPLIT_START)
-        .rowsBetween(Window.unboundedPreceding, -1)
-    )
-    offsets = per_split.select(
-        SOURCE_FILE,
-        SPLIT_START,
-        "_split_first",
-        F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
-    )
+    if splits is not None:
+        session = frame.sparkSession
+        offsets = session.createDataFrame(splits, _OFFSETS)
+    else:
+        per_split = frame.groupBy(SOURCE_FILE, SPLIT_START).agg(
+            F.count(F.lit(1)).alias("_split_rows"), F.min(MONO).alias("_split_first")
+        )
+        earlier = (
+            Window.partitionBy(SOURCE_FILE)
+            .orderBy(SPLIT_START)
+            .rowsBetween(Window.unboundedPreceding, -1)
+        )
+        offsets = per_split.select(
+            SOURCE_FILE,
+            SPLIT_START,
+            "_split_first",
+            F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
+        )
     refused = frame.filter(condition & ~col(BLANK))
     located = refused.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
     counted = col("_rows_before") + (col(MONO) - col("_split_first")) + 1

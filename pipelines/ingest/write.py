@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipelines.columns import (
     BLANK,
     CONTENT_HASH,
     DROPPED,
+    MONO,
     REASON,
     RESCUED,
     RULES,
     SOURCE_FILE,
     SOURCE_ROW,
+    SPLIT_START,
     col,
 )
 from pipelines.errors import (
@@ -91,24 +94,53 @@ def add_constraints(spark: SparkSession, uri: str, dataset: Dataset) -> None:
             delta.alter(spark, uri, f"SET TBLPROPERTIES ('{rules.UNENFORCED}{name}' = '{text}')")
 
 
-def first_counts(records: DataFrame, dataset: Dataset) -> Row:
-    """One pass over the batch: records, refused, dropped, drift, and each rule's violations."""
-    present = records.filter(~col(BLANK))
-    rule_counts = [
-        F.count(F.when(F.array_contains(col(RULES), rule.name), True)).alias(f"rule_{index}")
-        for index, rule in enumerate(dataset.rules)
+@dataclass(frozen=True)
+class FirstCounts:
+    """What the first pass over a batch counts: the batch's totals (``read``, ``bad``,
+    ``dropped``, ``drift``, ``ignored``, ``rule_<i>``) and where each split of each file
+    starts (for the records' row numbers, :func:`pipelines.ingest.validate.located_rows`)."""
+
+    totals: dict[str, int]
+    splits: list[validate.SplitOffset]
+
+    def __getitem__(self, key: str) -> int:
+        return self.totals[key]
+
+
+def first_counts(records: DataFrame, dataset: Dataset) -> FirstCounts:
+    """One pass over the batch: records, refused, dropped, drift, and each rule's violations,
+    per split of each file; the driver adds them up and derives the splits' offsets, so that
+    row numbers need no second pass."""
+    present = ~col(BLANK)
+
+    def counted(condition: Column) -> Column:
+        return F.count(F.when(present & condition, True))
+
+    names = ["read", "bad", "dropped", "drift", "ignored"]
+    conditions = [
+        F.lit(True),
+        col(REASON).isNotNull(),
+        col(DROPPED),
+        col(validate.DRIFT),
+        col(validate.IGNORED),
     ]
-    return present.agg(  # a global aggregate always has exactly one row
-        F.count(F.lit(1)).alias("read"),
-        F.count(col(REASON)).alias("bad"),
-        F.count(F.when(col(DROPPED), True)).alias("dropped"),
-        F.count(F.when(col(validate.DRIFT), True)).alias("drift"),
-        F.count(F.when(col(validate.IGNORED), True)).alias("ignored"),
-        *rule_counts,
-    ).collect()[0]
+    for index, rule in enumerate(dataset.rules):
+        names.append(f"rule_{index}")
+        conditions.append(F.array_contains(col(RULES), rule.name))
+    rows = records.groupBy(SOURCE_FILE, SPLIT_START).agg(
+        F.count(F.lit(1)).alias("_split_rows"),
+        F.min(MONO).alias("_split_first"),
+        *[counted(c).alias(n) for n, c in zip(names, conditions, strict=True)],
+    )
+    collected = rows.collect()
+    totals = {name: sum(int(r[name]) for r in collected) for name in names}
+    splits = validate.split_offsets(
+        [(r[0], r[1], int(r["_split_rows"]), r["_split_first"]) for r in collected]
+    )
+    return FirstCounts(totals, splits)
 
 
-def report_checks(records: DataFrame, dataset: Dataset, counts: Row, out: Summary) -> None:
+def report_checks(records: DataFrame, dataset: Dataset, counts: FirstCounts, out: Summary) -> None:
     """Per-rule and drift counts into the summary; stop (exit 3) on a ``fail`` rule or drift
     under ``on_drift: fail``, naming the first offending record, before anything is written."""
     violations = {rule.name: int(counts[f"rule_{i}"]) for i, rule in enumerate(dataset.rules)}
@@ -124,22 +156,24 @@ def report_checks(records: DataFrame, dataset: Dataset, counts: Row, out: Summar
     failing = [r for r in dataset.rules if r.on_violation == "fail" and violations[r.name]]
     if failing:
         rule = failing[0]
-        where = first_located(records, F.array_contains(col(RULES), rule.name))
+        where = first_located(records, F.array_contains(col(RULES), rule.name), counts.splits)
         raise PolicyError(
             f"{dataset.declaration}: {rule.key}: rule {rule.name} (on_violation: fail) failed "
             f"for {violations[rule.name]:,} row(s), first {where}; nothing was written"
         )
     if dataset.on_drift == "fail" and counts["drift"]:
-        where = first_located(records, col(validate.DRIFT))
+        where = first_located(records, col(validate.DRIFT), counts.splits)
         raise PolicyError(
             f"schema drift (on_drift: fail) in {int(counts['drift']):,} row(s), first {where}; "
             "nothing was written"
         )
 
 
-def first_located(records: DataFrame, condition: Column) -> str:
+def first_located(
+    records: DataFrame, condition: Column, splits: list[validate.SplitOffset] | None = None
+) -> str:
     """Where the first record meeting ``condition`` is: file, row, and why it was refused."""
-    located = records.transform(lambda df: validate.located_rows(df, condition))
+    located = records.transform(lambda df: validate.located_rows(df, condition, splits))
     row = located.orderBy(SOURCE_FILE, SOURCE_ROW).select(SOURCE_FILE, SOURCE_ROW, REASON).first()
     if row is None:
         return ""

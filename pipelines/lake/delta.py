@@ -11,6 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipelines.errors import ConfigError
+from pipelines.lake import deltalog
 from pipelines.lake.commits import Commit, data_commit
 
 _NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
@@ -137,13 +139,20 @@ def alter(spark: SparkSession, uri: str, statement: str) -> None:
 
 
 def properties(spark: SparkSession, uri: str) -> dict[str, str]:
-    """The table's properties (constraints among them, as ``delta.constraints.<name>``)."""
-    row = DeltaTable.forPath(spark, uri).detail().select("properties").first()
-    return dict(row["properties"] or {}) if row else {}
+    """The table's properties (constraints among them, as ``delta.constraints.<name>``).
+
+    Read from the Delta log without a Spark job (:mod:`.deltalog`): a run asks before and
+    after it writes, and each Spark ``DESCRIBE DETAIL`` cost a job."""
+    snap = deltalog.snapshot(uri)
+    return dict(snap.configuration) if snap else {}
 
 
 def schema_of(spark: SparkSession, uri: str) -> T.StructType:
-    return DeltaTable.forPath(spark, uri).toDF().schema
+    """The table's schema, from its Delta log (:mod:`.deltalog`; no Spark job)."""
+    snap = deltalog.snapshot(uri)
+    if snap is None:
+        raise ConfigError(f"no Delta table at {uri}")
+    return snap.schema
 
 
 def ensure_columns(spark: SparkSession, uri: str, schema: T.StructType) -> None:
