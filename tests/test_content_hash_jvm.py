@@ -5,8 +5,6 @@ are in test_hash_properties.py."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from pyspark.sql import functions as F
 
 from pipelines import cli
 from pipelines.ingest.validate import content_hash_column
-from tests.helpers import accounting_holds, last_json_line
+from tests.helpers import accounting_holds, ingest_quietly, last_json_line
 
 
 def _u32(n: int) -> bytes:
@@ -72,12 +70,8 @@ def _ingest(root: Path, name: str, records: list[dict[str, Any]]) -> dict[str, A
     folder = root / "raw" / name
     folder.mkdir(parents=True)
     (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    out, err = io.StringIO(), io.StringIO()
     where = ["--lake", str(root / "lake"), "--schemas", str(root / "schemas")]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["ingest", "items", str(folder), *where, "--json"])
-    assert code == 0, err.getvalue()
-    summary = last_json_line(out.getvalue())
+    summary = ingest_quietly("items", str(folder), *where)
     assert accounting_holds(summary)
     return summary
 

@@ -296,9 +296,7 @@ def _hash_records(records: pa.Array) -> pa.Array:
     return hashing.content_hashes(records)
 
 
-def refused_with_source_rows(
-    frame: DataFrame, splits: list[SplitOffset] | None = None
-) -> DataFrame:
+def refused_with_source_rows(frame: DataFrame, splits: list[SplitOffset]) -> DataFrame:
     """The refused records, with ``_source_row`` (see :func:`located_rows`)."""
     return located_rows(frame, col(REASON).isNotNull(), splits)
 
@@ -326,36 +324,16 @@ def split_offsets(splits: Sequence[tuple[str, int, int, int]]) -> list[SplitOffs
     return offsets
 
 
-def located_rows(
-    frame: DataFrame, condition: Column, splits: list[SplitOffset] | None = None
-) -> DataFrame:
+def located_rows(frame: DataFrame, condition: Column, splits: list[SplitOffset]) -> DataFrame:
     """The records meeting ``condition``, with ``_source_row``: their 1-based record number
     in their file.
 
     A file may be read in several splits; within a split rows keep file order and consecutive
     ``monotonically_increasing_id`` values. So a row's number is the rows of the file's earlier
-    splits plus its offset in its own split. Parquet gives the row index directly. ``splits``:
-    the offsets already counted (:func:`split_offsets`, by the first pass over the batch);
-    without them, one more pass counts them here.
+    splits plus its offset in its own split (``splits``, counted by the first pass over the
+    batch: :func:`split_offsets`). Parquet gives the row index directly.
     """
-    if splits is not None:
-        session = frame.sparkSession
-        offsets = session.createDataFrame(splits, _OFFSETS)
-    else:
-        per_split = frame.groupBy(SOURCE_FILE, SPLIT_START).agg(
-            F.count(F.lit(1)).alias("_split_rows"), F.min(MONO).alias("_split_first")
-        )
-        earlier = (
-            Window.partitionBy(SOURCE_FILE)
-            .orderBy(SPLIT_START)
-            .rowsBetween(Window.unboundedPreceding, -1)
-        )
-        offsets = per_split.select(
-            SOURCE_FILE,
-            SPLIT_START,
-            "_split_first",
-            F.coalesce(F.sum("_split_rows").over(earlier), F.lit(0)).alias("_rows_before"),
-        )
+    offsets = frame.sparkSession.createDataFrame(splits, _OFFSETS)
     refused = frame.filter(condition & ~col(BLANK))
     located = refused.join(F.broadcast(offsets), on=[SOURCE_FILE, SPLIT_START], how="left")
     counted = col("_rows_before") + (col(MONO) - col("_split_first")) + 1

@@ -169,9 +169,7 @@ def report_checks(records: DataFrame, dataset: Dataset, counts: FirstCounts, out
         )
 
 
-def first_located(
-    records: DataFrame, condition: Column, splits: list[validate.SplitOffset] | None = None
-) -> str:
+def first_located(records: DataFrame, condition: Column, splits: list[validate.SplitOffset]) -> str:
     """Where the first record meeting ``condition`` is: file, row, and why it was refused."""
     located = records.transform(lambda df: validate.located_rows(df, condition, splits))
     row = located.orderBy(SOURCE_FILE, SOURCE_ROW).select(SOURCE_FILE, SOURCE_ROW, REASON).first()

@@ -18,7 +18,7 @@ from pipelines.errors import (
     describe,
     stop_requested,
 )
-from pipelines.lake import delta, ledger, runlog
+from pipelines.lake import delta, deltalog, ledger, runlog
 from pipelines.lake import lease as leases
 from pipelines.lake.quarantine import QUARANTINE_SCHEMA
 from pipelines.runs.progress import info, progress, warn
@@ -117,9 +117,10 @@ def planned_evolution(
 ) -> evolution.Evolution | None:
     """How the existing table must change to take the current schema version (None: no table)."""
     uri = settings.table_uri(dataset.name)
-    if not delta.table_exists(spark, uri):
+    snap = deltalog.snapshot(uri)  # one read of the log for the schema and the properties
+    if snap is None:
         return None
-    plan = evolution.plan(dataset, delta.schema_of(spark, uri), delta.properties(spark, uri))
+    plan = evolution.plan(dataset, snap.schema, dict(snap.configuration))
     if plan.needed:
         shown = "; ".join(c.describe() for c in plan.changes)
         progress(f"schema: the table holds {plan.table_label}; {dataset.schema.label}: {shown}")
