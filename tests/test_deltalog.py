@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,7 +14,7 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, wr
 
 from pipelines.errors import ConfigError
 from pipelines.ingest.hashing import arrow_type
-from pipelines.lake.deltalog import commits, snapshot
+from pipelines.lake.deltalog import commits, data_files, snapshot
 
 NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 
@@ -274,3 +275,81 @@ def test_values_holding_unicode_line_breaks_do_not_split_an_action(tmp_path: Pat
     found = snapshot(str(table))
     assert found is not None
     assert found.partition_columns == ("part",)
+
+
+def live_files(uri: str) -> list[str]:
+    found = data_files(uri)
+    assert found is not None
+    return list(found.paths)
+
+
+def test_data_files_replay_adds_and_removes_across_a_checkpoint(tmp_path: Path) -> None:
+    table = tmp_path / "files"
+    _table_with_checkpoint(table)
+    for version in range(12):  # only the checkpoint knows the early files now
+        log_file(table, version).unlink()
+    assert live_files(str(table)) == sorted(DeltaTable(table).file_uris())
+    assert len(live_files(str(table))) == 14
+
+    DeltaTable(table).optimize.compact()  # removes 14 small files, adds one
+    DeltaTable(table).delete("id = 13")  # rewrites that file without the row
+    found = data_files(str(table))
+    assert found is not None
+    assert found.version == DeltaTable(table).version()
+    assert list(found.paths) == sorted(DeltaTable(table).file_uris())
+    ids = sorted(pq.read_table(list(found.paths), columns=["id"]).column("id").to_pylist())
+    assert ids == list(range(13))
+
+
+def test_data_files_of_a_partitioned_table_decode_the_paths(tmp_path: Path) -> None:
+    table = tmp_path / "parted"
+    write_deltalake(
+        table, pa.table({"day": ["2024-01-01", "a b/c%"], "n": [1, 2]}), partition_by=["day"]
+    )
+    paths = live_files(str(table))
+    assert paths == sorted(DeltaTable(table).file_uris())
+    assert all(Path(p).exists() for p in paths)
+
+
+def test_data_files_of_a_created_table_and_of_no_table(tmp_path: Path) -> None:
+    assert data_files(str(tmp_path / "missing")) is None
+    table = tmp_path / "empty"
+    DeltaTable.create(table, pa.schema([pa.field("id", pa.int64())]))
+    assert live_files(str(table)) == []
+
+
+def edit_actions(commit: Path, kind: str, change: dict[str, Any]) -> None:
+    """Set fields of every ``kind`` action in one commit file (as another writer might)."""
+    actions = [json.loads(line) for line in commit.read_text().splitlines()]
+    for action in actions:
+        if kind in action:
+            action[kind].update(change)
+    commit.write_text("".join(json.dumps(a) + "\n" for a in actions))
+
+
+def test_data_files_refuses_what_plain_parquet_cannot_read(tmp_path: Path) -> None:
+    mapped = tmp_path / "mapped"
+    append(mapped, {"id": [1]})
+    edit_actions(
+        log_file(mapped, 0), "metaData", {"configuration": {"delta.columnMapping.mode": "name"}}
+    )
+    assert data_files(str(mapped)) is None  # physical column names differ
+
+    v2 = tmp_path / "v2"
+    _table_with_checkpoint(v2)
+    name = "checkpoint.3a0d65cd-4056-49b8-937b-95f9e3ee90e5.json"
+    log_file(v2, 11, name).write_text(log_file(v2, 5).read_text())
+    log_file(v2, 11, "checkpoint.parquet").unlink()
+    assert data_files(str(v2)) is None  # its adds may live in sidecars
+
+    dv = tmp_path / "dv"
+    append(dv, {"id": [1, 2]})
+    vector = {
+        "storageType": "u",
+        "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^",
+        "offset": 4,
+        "sizeInBytes": 34,
+        "cardinality": 1,
+    }
+    edit_actions(log_file(dv, 0), "add", {"deletionVector": vector})
+    assert data_files(str(dv)) is None  # a row of that file is deleted

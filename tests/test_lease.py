@@ -11,15 +11,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 
 from infra.s3 import server as s3_server
-from pipelines import cli
+from pipelines import cli, sample
 from pipelines.errors import PolicyError
-from pipelines.lake import lease
+from pipelines.lake import lease, runlog
 from tests.conftest import SCHEMAS
+from tests.helpers import ingest_quietly
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.jvm])])
@@ -87,6 +89,20 @@ def test_a_released_claim_stays_the_highest_so_generations_never_go_back(where: 
     try:
         assert second.generation == first.generation + 1
         assert store.generations() == [second.generation]
+        assert second.previous is None  # a clean end: no records left to close
+    finally:
+        second.release()
+
+
+def test_a_claim_kept_on_release_is_taken_over_as_a_dead_run_s(tmp_path: Path) -> None:
+    where = f"file://{tmp_path / 'leases'}"
+    first = lease.acquire(where, "run-a", ttl_s=1, wait_s=0)
+    first.keep_on_release = True  # as a run does that could not record its outcome
+    first.release()
+    second = lease.acquire(where, "run-b", ttl_s=30, wait_s=10)  # after the claim expires
+    try:
+        assert second.previous is not None
+        assert second.previous.run_id == "run-a"
     finally:
         second.release()
 
@@ -266,3 +282,32 @@ def test_of_runs_starting_at_the_same_instant_exactly_one_wins(where: str) -> No
     for held in won:
         held.release()
     assert (len(won), len(refused)) == (1, 5)
+
+
+def test_a_run_that_cannot_record_its_outcome_is_closed_by_the_next(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean end releases the claim, so the next run skips the search for dead runs; a run
+    whose final record fails keeps its claim, so the next run still closes that record."""
+    sample.write_events(tmp_path / "raw")
+    lake_dir = tmp_path / "lake"
+    args = ["events", str(tmp_path / "raw"), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)]
+    record = runlog.record_run
+
+    def final_record_fails(spark: SparkSession, uri: str, rec: dict[str, Any]) -> None:
+        if rec["status"] != "running":
+            raise OSError("injected: the run log is unreachable")
+        record(spark, uri, rec)
+
+    monkeypatch.setattr(runlog, "record_run", final_record_fails)
+    first = ingest_quietly(*args, "--lease-ttl", "2")
+    monkeypatch.setattr(runlog, "record_run", record)
+    log = str(lake_dir / "_lakeshard/runs/events")
+    assert [r["run_id"] for r in runlog.unfinished_runs(spark, log)] == [first["run_id"]]
+
+    second = ingest_quietly(*args, "--wait", "30")  # takes over once the claim expires
+    states = {r["run_id"]: r for r in runlog.latest_records(runlog.read_runs(spark, log))}
+    assert states[first["run_id"]]["status"] == "abandoned"
+    assert states[first["run_id"]]["rows_written"] == first["rows_written"]
+    assert states[second["run_id"]]["status"] == "succeeded"
+    assert runlog.unfinished_runs(spark, log) == []

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from pyspark.sql import SparkSession
 
 from pipelines.config import S3Settings
@@ -246,3 +247,41 @@ def test_the_checks_hand_the_reader_each_text_file_s_layout(
     found = inspection.inspect_file(f"file:{path}", rules, S3Settings())
     assert found.problem is None
     assert found.layout == Layout(charset, line_sep, header)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "limits", "problem"),
+    [
+        ("ok.csv", b"a,b\n" + b"1,2\n" * 1_200_000, Limits(), None),
+        ("ok.csv.gz", gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000), Limits(), None),
+        (
+            "gz-then-junk.csv.gz",
+            gzip.compress(b"a,b\n1,2\n") + b"\0" * 70_000,
+            Limits(),
+            "cannot decompress",
+        ),
+        (
+            "long.csv",
+            b"a,b\n" + b"x" * 200_000 + b"\n" + b"1,2\n" * 1_200_000,
+            Limits(max_line_bytes=100_000),
+            "longer than",
+        ),
+        ("big.csv", b"a,b\n" + b"1,2\n" * 1_200_000, Limits(max_file_bytes=1000), "larger than"),
+        ("bad.csv", b"a,b\n\xff\xfe\n" + b"1,2\n" * 1_200_000, Limits(), "not valid utf-8"),
+        ("cut.csv.gz", gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000)[:-4], Limits(), "Truncated"),
+    ],
+)
+def test_the_file_hash_covers_every_byte_when_the_checks_stop_early(
+    tmp_path: Path, name: str, data: bytes, limits: Limits, problem: str | None
+) -> None:
+    """One read serves the hash and the checks: a check that stops early (or a decompressor
+    that stops at the end of its stream) must not cut the hash short."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    rules = inspection.FileChecks("csv", "utf-8", limits)
+    found = inspection.inspect_file(f"file:{path}", rules, S3Settings())
+    assert found.file_hash == xxhash.xxh3_128_digest(data)
+    if problem is None:
+        assert found.problem is None
+    else:
+        assert problem in (found.problem or "")

@@ -178,7 +178,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 
 def pin_version(spark: SparkSession, uri: str, dataset: str, wanted: int | None) -> int:
     """The version to export: ``wanted`` if the table has it, else its latest."""
-    latest = delta.current_version(spark, uri)
+    latest = delta.current_version(uri)
     if latest is None:
         raise ConfigError(f"{dataset}: no table at {uri} (nothing has been ingested)")
     if wanted is None:

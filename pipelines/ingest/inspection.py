@@ -80,26 +80,66 @@ class FileChecks:
 
 
 def inspect_file(uri: str, rules: FileChecks, s3: S3Settings) -> Inspection:
-    """Hash one file's bytes and check it against ``rules``; never raises for a bad file."""
+    """Hash one file's bytes and check it against ``rules``; never raises for a bad file.
+
+    A text file is read once: the checks read through a stream that hashes every raw byte.
+    A Parquet file is hashed, then decoded (its checks need random access)."""
+    hashing: _Hashing | None = None
     try:
         fs, path = arrowfs.filesystem(uri, s3)
-        hasher = xxhash.xxh3_128()
         with fs.open_input_stream(path, compression=None) as raw:
-            while chunk := raw.read(CHUNK):
-                hasher.update(chunk)
+            hashing = _Hashing(raw)
+            if rules.format == "parquet":
+                digest = hashing.drain()
+                problem, layout = _parquet_problem(fs, path), None
+            else:
+                problem, head, line_records = _text_problem(hashing, uri, rules)
+                digest = hashing.drain()  # the rest of a file the checks stopped reading
+                layout = dataclasses.replace(
+                    layout_of(head, rules.encoding), line_records=line_records
+                )
     except (OSError, pa.ArrowException) as exc:
-        return Inspection(uri, None, f"cannot read the file: {first_line(exc)}")
-    digest = hasher.digest()
-    layout = None
-    try:
-        if rules.format == "parquet":
-            problem = _parquet_problem(fs, path)
-        else:
-            problem, head, line_records = _text_problem(fs, path, uri, rules)
-            layout = dataclasses.replace(layout_of(head, rules.encoding), line_records=line_records)
-    except (OSError, pa.ArrowException) as exc:
-        problem = f"cannot read the file: {first_line(exc)}"
+        if hashing is None or hashing.failed is not None:
+            return Inspection(uri, None, f"cannot read the file: {first_line(exc)}")
+        return Inspection(uri, hashing.digest(), f"cannot read the file: {first_line(exc)}")
     return Inspection(uri, digest, problem, layout)
+
+
+class _Hashing:
+    """A raw byte stream that hashes what is read through it (XXH3-128 of the whole file once
+    drained), and remembers a failure to read the storage itself."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._hasher = xxhash.xxh3_128()
+        self.failed: BaseException | None = None
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._raw.read(size)
+        except (OSError, pa.ArrowException) as exc:
+            self.failed = exc
+            raise
+        self._hasher.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True  # the caller closes the storage stream
+
+    def drain(self) -> bytes:
+        while self.read(CHUNK):
+            pass
+        return self.digest()
+
+    def digest(self) -> bytes:
+        return self._hasher.digest()
 
 
 def inspect_many(uris: Iterable[str], rules: FileChecks, s3: S3Settings) -> Iterator[Inspection]:
@@ -122,9 +162,7 @@ def _parquet_problem(fs: pafs.FileSystem, path: str) -> str | None:
     return None
 
 
-def _text_problem(
-    fs: pafs.FileSystem, path: str, uri: str, rules: FileChecks
-) -> tuple[str | None, bytes, bool]:
+def _text_problem(raw: _Hashing, uri: str, rules: FileChecks) -> tuple[str | None, bytes, bool]:
     """Why the file cannot be read (or None), its first decompressed bytes, and whether it can
     be read line by line (:class:`LineRecords`; asked of uncompressed CSV files only: a
     compressed one is read in one task either way)."""
@@ -136,40 +174,39 @@ def _text_problem(
         if rules.csv_quote is not None and codec is None and rules.encoding in _SPLITTABLE
         else None
     )
-    with fs.open_input_stream(path, compression=None) as raw:
-        stream: Any = pa.CompressedInputStream(raw, codec) if codec else raw
-        decoder = codecs.getincrementaldecoder(rules.encoding)(errors="strict")
-        lines = _LineLengths()
-        total = 0
-        try:
-            while chunk := stream.read(CHUNK):
-                if not head:
-                    head = chunk[:HEAD_BYTES]
-                total += len(chunk)
-                if total > limits.max_file_bytes:
-                    what = (
-                        f"decompresses past {limits.max_file_bytes:,} bytes"
-                        if codec
-                        else (f"is larger than {limits.max_file_bytes:,} bytes")
-                    )
-                    return f"file {what} (limits.max_file_bytes): not read", head, False
-                longest = lines.feed(chunk)
-                if longest > limits.max_line_bytes:
-                    problem = (
-                        f"a line at byte {lines.offset:,} is longer than "
-                        f"{limits.max_line_bytes:,} bytes (limits.max_line_bytes): not read"
-                    )
-                    return problem, head, False
-                _decode(decoder, chunk, total - len(chunk), rules.encoding)
-                if records is not None:
-                    records.feed(chunk)
-            _decode(decoder, b"", total, rules.encoding, final=True)
-        except _NotDecodable as exc:
-            return str(exc), head, False
-        except (OSError, pa.ArrowException) as exc:
-            if codec:
-                return f"cannot decompress ({codec}): {first_line(exc)}", head, False
-            raise
+    stream: Any = pa.CompressedInputStream(raw, codec) if codec else raw
+    decoder = codecs.getincrementaldecoder(rules.encoding)(errors="strict")
+    lines = _LineLengths()
+    total = 0
+    try:
+        while chunk := stream.read(CHUNK):
+            if not head:
+                head = chunk[:HEAD_BYTES]
+            total += len(chunk)
+            if total > limits.max_file_bytes:
+                what = (
+                    f"decompresses past {limits.max_file_bytes:,} bytes"
+                    if codec
+                    else (f"is larger than {limits.max_file_bytes:,} bytes")
+                )
+                return f"file {what} (limits.max_file_bytes): not read", head, False
+            longest = lines.feed(chunk)
+            if longest > limits.max_line_bytes:
+                problem = (
+                    f"a line at byte {lines.offset:,} is longer than "
+                    f"{limits.max_line_bytes:,} bytes (limits.max_line_bytes): not read"
+                )
+                return problem, head, False
+            _decode(decoder, chunk, total - len(chunk), rules.encoding)
+            if records is not None:
+                records.feed(chunk)
+        _decode(decoder, b"", total, rules.encoding, final=True)
+    except _NotDecodable as exc:
+        return str(exc), head, False
+    except (OSError, pa.ArrowException) as exc:
+        if codec and raw.failed is None:
+            return f"cannot decompress ({codec}): {first_line(exc)}", head, False
+        raise
     return None, head, records is not None and records.finish()
 
 

@@ -211,11 +211,9 @@ def count_where(spark: SparkSession, uri: str, column: str, value: str) -> int:
     return 0 if table is None else int(table.filter(F.col(column) == value).count())
 
 
-def current_version(spark: SparkSession, uri: str) -> int | None:
-    if not table_exists(spark, uri):
-        return None
-    latest = DeltaTable.forPath(spark, uri).history(1).select("version").collect()
-    return int(latest[0]["version"]) if latest else None
+def current_version(uri: str) -> int | None:
+    """The latest version (None: no table), from a listing of the log: no Spark job."""
+    return deltalog.latest_version(uri)
 
 
 def read_table(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:

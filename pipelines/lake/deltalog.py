@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,7 +75,10 @@ class CommitInfo:
 
 def snapshot(uri: str) -> Snapshot | None:
     """The table's latest schema and properties; None where there is no table."""
-    log = _Log.open(uri)
+    return _snapshot(_Log.open(uri))
+
+
+def _snapshot(log: _Log) -> Snapshot | None:
     if log.hint is not None and (log.latest is None or log.hint > log.latest):
         ends = "holds no commits" if log.latest is None else f"ends at {log.latest}"
         log.fail(f"_last_checkpoint names version {log.hint}, but the log {ends}")
@@ -95,6 +99,64 @@ def snapshot(uri: str) -> Snapshot | None:
     return Snapshot(log.latest, schema, partition_columns, configuration)
 
 
+def latest_version(uri: str) -> int | None:
+    """The table's latest version from one listing of its log; None where there is no table."""
+    return _Log.open(uri).latest
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The data files of a table's latest version, as paths within ``fs``."""
+
+    version: int
+    fs: pafs.FileSystem
+    paths: tuple[str, ...]
+
+
+def data_files(uri: str) -> DataFiles | None:
+    """The files a reader of the latest version reads, replayed from the log without Spark.
+
+    None where plain Parquet files would not give the rows back: no table, column mapping
+    (physical names differ), deletion vectors, or a V2 checkpoint (sidecars). Callers then read
+    through Delta itself. For the small, append-only tables lakeshard keeps beside a dataset
+    (its ledger), this skips a Spark job and Delta's first-use cost in every run.
+    """
+    log = _Log.open(uri)
+    snap = _snapshot(log)
+    if snap is None or snap.configuration.get("delta.columnMapping.mode", "none") != "none":
+        return None
+    base = max(log.checkpoints, key=lambda c: c.version, default=None)
+    live: dict[str, dict[str, Any]] = {}
+    if base is not None:
+        if base.v2:
+            return None
+        for info in base.files:
+            live.update((a["path"], a) for a in log.checkpoint_adds(info.path))
+    first = 0 if base is None else base.version + 1
+    versions = [v for v in range(first, snap.version + 1) if v in log.commits]
+    for actions in log.read_commits(versions):
+        for action in actions:
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    if any(add.get("deletionVector") for add in live.values()):
+        return None
+    root = log.path.removesuffix("/_delta_log")
+    paths = tuple(sorted(_data_path(log, root, path) for path in live))
+    return DataFiles(snap.version, log.fs, paths)
+
+
+def _data_path(log: _Log, root: str, path: str) -> str:
+    """An add action's path (a URI-encoded path relative to the table, or an absolute URI)."""
+    if "://" in path:
+        fs, within = arrowfs.filesystem(path)
+        if type(fs) is not type(log.fs):
+            log.fail(f"a data file lives on another filesystem: {path}")
+        return within
+    return f"{root}/{unquote(path)}"
+
+
 def commits(uri: str) -> list[CommitInfo]:
     """Every commit whose JSON file is still in the log, oldest first ([] where no table)."""
     log = _Log.open(uri)
@@ -109,6 +171,7 @@ def commits(uri: str) -> list[CommitInfo]:
 class _Checkpoint:
     version: int
     files: tuple[pafs.FileInfo, ...]  # every part, or the top-level file of a V2 checkpoint
+    v2: bool = False  # a V2 checkpoint: its adds may live in sidecar files
 
 
 class _Log:
@@ -139,6 +202,7 @@ class _Log:
     def _index(self, infos: list[pafs.FileInfo]) -> None:
         parts: dict[tuple[int, str], dict[int, pafs.FileInfo]] = {}
         totals: dict[tuple[int, str], int] = {}
+        named_by_uuid: set[str] = set()
         for info in infos:
             name = info.base_name
             if match := _COMMIT.fullmatch(name):
@@ -148,13 +212,17 @@ class _Log:
                 if match["ext"] == "json" and match["uuid"] is None:
                     continue  # not a checkpoint name the protocol defines
                 key = (version, match["parts"] or match["uuid"] or "")
+                if match["uuid"]:
+                    named_by_uuid.add(key[1])
                 parts.setdefault(key, {})[int(match["part"] or 1)] = info
                 totals[key] = int(match["parts"] or 1)
             elif name == "_last_checkpoint":
                 self.hint = self._read_hint(info)
         for key, found in parts.items():
             if sorted(found) == list(range(1, totals[key] + 1)):  # a part may still be uploading
-                self.checkpoints.append(_Checkpoint(key[0], tuple(found[i] for i in sorted(found))))
+                files = tuple(found[i] for i in sorted(found))
+                v2 = key[1] in named_by_uuid
+                self.checkpoints.append(_Checkpoint(key[0], files, v2))
 
     def _read_hint(self, info: pafs.FileInfo) -> int | None:
         try:
@@ -184,6 +252,23 @@ class _Log:
         if len(found) != 1:
             self.fail(f"the checkpoint at version {version} holds {len(found)} metaData actions")
         return found[0]
+
+    def checkpoint_adds(self, path: str) -> list[dict[str, Any]]:
+        """The add actions of one classic checkpoint part (path and deletion vector only)."""
+        try:
+            with self.fs.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                if "add" not in parquet.schema_arrow.names:
+                    return []
+                column = parquet.read(columns=["add"]).column("add")
+        except (OSError, pa.ArrowException) as exc:
+            self.fail(f"cannot read the checkpoint {path.rsplit('/', 1)[-1]}: {first_line(exc)}")
+        adds = column.filter(pc.is_valid(column))
+        fields = [f for f in ("path", "deletionVector") if adds.type.get_field_index(f) >= 0]
+        found: list[dict[str, Any]] = pa.Table.from_arrays(
+            [pc.struct_field(adds, f) for f in fields], names=fields
+        ).to_pylist()
+        return found
 
     def _parquet_metadata(self, path: str) -> list[dict[str, Any]]:
         with self.fs.open_input_file(path) as handle:

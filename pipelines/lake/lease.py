@@ -231,7 +231,10 @@ class Lease:
         self.generation = generation
         self.claim = claim
         self.ttl_s = ttl_s
-        self.previous: Claim | None = None  # the dead claim this one took over, if any
+        # The claim of a run that died holding the lease (it expired, or its process is gone):
+        # that run's records may still say "running". A released claim is not one.
+        self.previous: Claim | None = None
+        self.keep_on_release = False  # set by a run that could not record its outcome
         self._stop = threading.Event()
         self._lost: str | None = None
         self._thread = threading.Thread(target=self._heartbeat, name="lakeshard-lease", daemon=True)
@@ -260,13 +263,16 @@ class Lease:
             )
 
     def release(self) -> None:
-        """Mark the claim released. It stays the highest generation (the next run deletes
-        it when it claims the one above): deleting it here would let a run that listed it a
-        moment ago claim the generation above it while another, listing after the delete,
-        starts again from a lower one — two holders at once."""
+        """Mark the claim released (unless ``keep_on_release``: then it is left to expire, and
+        the run that takes it over finds it in ``previous``).
+
+        It stays the highest generation (the next run deletes it when it claims the one above):
+        deleting it here would let a run that listed it a moment ago claim the generation above
+        it while another, listing after the delete, starts again from a lower one — two holders
+        at once."""
         self._stop.set()
         self._thread.join()
-        if self._lost is None:
+        if self._lost is None and not self.keep_on_release:
             self.claim.released = True
             with contextlib.suppress(Exception):  # an unreleased claim simply expires
                 self.store.write(self.generation, vars(self.claim))
@@ -311,7 +317,7 @@ def _claim(store: Store, run_id: str, ttl_s: float, wait_s: float) -> Lease:
             for old in generations:
                 store.delete(old)
             lease = Lease(store, top + 1, claim, ttl_s)
-            lease.previous = holder
+            lease.previous = holder if holder is not None and not holder.released else None
             return lease
         # Another run claimed the same generation first: look again.
 

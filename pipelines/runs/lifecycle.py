@@ -91,7 +91,7 @@ def run_recorded(
             work(summary, held, change)
             with phase(summary, "finish"):
                 # The table version the run leaves behind (whether or not it committed to it).
-                summary.table_version = delta.current_version(spark, summary.table)
+                summary.table_version = delta.current_version(summary.table)
             summary.status = "succeeded"
         except LakeshardError as exc:
             summary.status, error = "failed", exc.message
@@ -109,6 +109,9 @@ def run_recorded(
                 runlog.record_run(spark, log, record(error))
             except Exception as exc:  # the run's own outcome matters more than its log line
                 warn(f"could not write the run log: {describe(exc)}")
+                # Its "running" record stays open: the claim, left to expire rather than
+                # released, makes the next run close it as abandoned.
+                held.keep_on_release = True
     return summary
 
 

@@ -59,7 +59,7 @@ def verify(
     runs = runlog.latest_records(
         runlog.read_runs(spark, settings.runs_uri(dataset.name), RUN_COLUMNS)
     )
-    version = delta.current_version(spark, uri)
+    version = delta.current_version(uri)
     commits: list[Commit] = []
     if version is None:
         table = spark.createDataFrame([], table_schema(dataset))
