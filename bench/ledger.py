@@ -74,10 +74,13 @@ def measure(spark: SparkSession, where: str, raw: str, lake: str, files: int) ->
     def listing() -> int:
         return len(spark.read.format("text").load(raw).inputFiles())
 
+    phases: dict[str, float] = {}
+
     def rerun() -> None:
         summary = run_ingest(spark, settings, dataset, [raw])
         if summary.files_skipped != files or summary.rows_read:
             raise SystemExit(f"expected every file skipped, got {summary.as_json()}")
+        phases.update(summary.extra.get("phases_s", {}))  # the last rerun's
 
     rerun()  # warm: the same caches a cron rerun would find
     listing_s = median_time(listing)
@@ -91,12 +94,13 @@ def measure(spark: SparkSession, where: str, raw: str, lake: str, files: int) ->
         "rerun_ms_per_file": round(1000 * rerun_s / files, 3),
         "listing_ms_per_file": round(1000 * listing_s / files, 3),
         "ratio": round(rerun_s / listing_s, 2),
+        "rerun_phases_s": phases,
     }
     print(
         f"ledger[{where}]: {files:,} files already ingested: rerun {rerun_s:.2f}s "
         f"({result['rerun_ms_per_file']} ms/file) vs Spark listing {listing_s:.2f}s "
         f"({result['listing_ms_per_file']} ms/file): ratio {rerun_s / listing_s:.2f}x "
-        f"(first ingest {first_s:.1f}s)",
+        f"(first ingest {first_s:.1f}s); the rerun's phases: {phases}",
         flush=True,
     )
     return result

@@ -14,7 +14,7 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, wr
 
 from pipelines.errors import ConfigError
 from pipelines.ingest.hashing import arrow_type
-from pipelines.lake.deltalog import commits, data_files, snapshot
+from pipelines.lake.deltalog import commits, data_files, read_columns, snapshot
 
 NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 
@@ -299,6 +299,7 @@ def test_data_files_replay_adds_and_removes_across_a_checkpoint(tmp_path: Path) 
     assert list(found.paths) == sorted(DeltaTable(table).file_uris())
     ids = sorted(pq.read_table(list(found.paths), columns=["id"]).column("id").to_pylist())
     assert ids == list(range(13))
+    assert found.rows == 13  # from the files' statistics
 
 
 def test_data_files_of_a_partitioned_table_decode_the_paths(tmp_path: Path) -> None:
@@ -308,7 +309,16 @@ def test_data_files_of_a_partitioned_table_decode_the_paths(tmp_path: Path) -> N
     )
     paths = live_files(str(table))
     assert paths == sorted(DeltaTable(table).file_uris())
-    assert all(Path(p).exists() for p in paths)
+    found = data_files(str(table))
+    assert found is not None
+    assert [f.size for f in found.files] == [Path(p).stat().st_size for p in paths]
+    assert sorted(f.partition for f in found.files) == [
+        (("day", "2024-01-01"),),
+        (("day", "a b/c%"),),
+    ]
+    DeltaTable(table).create_checkpoint()  # the same, read from a checkpoint's pairs
+    log_file(table, 0).unlink()
+    assert data_files(str(table)) == found
 
 
 def test_data_files_of_a_created_table_and_of_no_table(tmp_path: Path) -> None:
@@ -353,3 +363,17 @@ def test_data_files_refuses_what_plain_parquet_cannot_read(tmp_path: Path) -> No
     }
     edit_actions(log_file(dv, 0), "add", {"deletionVector": vector})
     assert data_files(str(dv)) is None  # a row of that file is deleted
+
+
+def test_read_columns_fills_a_column_older_files_lack(tmp_path: Path) -> None:
+    table = tmp_path / "grown"
+    append(table, {"id": [1, 2]})
+    append(table, {"id": [3], "note": ["new"]})
+    found = read_columns(str(table), ["id", "note"])
+    assert found is not None
+    assert sorted(found.to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "note": None},
+        {"id": 2, "note": None},
+        {"id": 3, "note": "new"},
+    ]
+    assert read_columns(str(tmp_path / "missing"), ["id"]) is None

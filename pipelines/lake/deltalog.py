@@ -105,12 +105,34 @@ def latest_version(uri: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    path: str  # within DataFiles.fs
+    size: int  # bytes
+    partition: tuple[tuple[str, str | None], ...]  # (column, value) pairs, sorted
+    rows: int | None = None  # numRecords from the file's statistics, when the writer kept them
+
+
+@dataclass(frozen=True)
 class DataFiles:
-    """The data files of a table's latest version, as paths within ``fs``."""
+    """The data files of a table's latest version, sorted by path."""
 
     version: int
     fs: pafs.FileSystem
-    paths: tuple[str, ...]
+    files: tuple[DataFile, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def rows(self) -> int | None:
+        """Rows in the version from the files' statistics (None: a file has none)."""
+        counts = [f.rows for f in self.files]
+        return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def data_files(uri: str) -> DataFiles | None:
@@ -143,8 +165,61 @@ def data_files(uri: str) -> DataFiles | None:
     if any(add.get("deletionVector") for add in live.values()):
         return None
     root = log.path.removesuffix("/_delta_log")
-    paths = tuple(sorted(_data_path(log, root, path) for path in live))
-    return DataFiles(snap.version, log.fs, paths)
+    files = [
+        DataFile(
+            _data_path(log, root, path),
+            int(add.get("size") or 0),
+            tuple(sorted(_pairs(add.get("partitionValues")))),
+            _num_records(add.get("stats")),
+        )
+        for path, add in live.items()
+    ]
+    return DataFiles(snap.version, log.fs, tuple(sorted(files, key=lambda f: f.path)))
+
+
+def _num_records(stats: Any) -> int | None:
+    try:
+        value = json.loads(stats).get("numRecords") if isinstance(stats, str) else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _pairs(values: Any) -> list[tuple[str, str | None]]:
+    """partitionValues: a JSON object in a commit, (key, value) pairs in a checkpoint."""
+    items = values.items() if isinstance(values, dict) else (values or [])
+    return [(str(k), None if v is None else str(v)) for k, v in items]
+
+
+def read_columns(uri: str, columns: list[str]) -> pa.Table | None:
+    """These (non-partition) columns of the latest version, read without Spark; a column an
+    older file lacks reads as nulls, timestamps as microseconds. None where :func:`data_files`
+    says plain Parquet will not do (or there is no table)."""
+    found = data_files(uri)
+    if found is None:
+        return None
+    if not found.files:
+        return pa.table({name: pa.array([], pa.null()) for name in columns})
+
+    def one(path: str) -> pa.Table:
+        present = set(pq.read_schema(path, filesystem=found.fs).names)
+        table = pq.read_table(
+            path, columns=[c for c in columns if c in present], filesystem=found.fs
+        )
+        arrays = []
+        for name in columns:
+            if name not in present:
+                arrays.append(pa.nulls(table.num_rows))
+                continue
+            column = table.column(name)
+            if pa.types.is_timestamp(column.type):
+                column = column.cast(pa.timestamp("us", tz="UTC"))
+            arrays.append(column)
+        return pa.Table.from_arrays(arrays, names=columns)
+
+    with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(found.files))) as pool:
+        tables = list(pool.map(one, found.paths))
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _data_path(log: _Log, root: str, path: str) -> str:
@@ -254,7 +329,7 @@ class _Log:
         return found[0]
 
     def checkpoint_adds(self, path: str) -> list[dict[str, Any]]:
-        """The add actions of one classic checkpoint part (path and deletion vector only)."""
+        """The add actions of one classic checkpoint part (the fields data_files needs)."""
         try:
             with self.fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle)
@@ -264,7 +339,8 @@ class _Log:
         except (OSError, pa.ArrowException) as exc:
             self.fail(f"cannot read the checkpoint {path.rsplit('/', 1)[-1]}: {first_line(exc)}")
         adds = column.filter(pc.is_valid(column))
-        fields = [f for f in ("path", "deletionVector") if adds.type.get_field_index(f) >= 0]
+        wanted = ("path", "size", "partitionValues", "stats", "deletionVector")
+        fields = [f for f in wanted if adds.type.get_field_index(f) >= 0]
         found: list[dict[str, Any]] = pa.Table.from_arrays(
             [pc.struct_field(adds, f) for f in fields], names=fields
         ).to_pylist()

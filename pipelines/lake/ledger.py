@@ -16,12 +16,9 @@ already taken), ``rejected`` (with the reason).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
@@ -72,11 +69,8 @@ def load(spark: SparkSession, uri: str) -> Known:
     files straight from the Delta log (no Spark job), or through Delta where the log says plain
     Parquet would not do (see :func:`deltalog.data_files`)."""
     columns = [f for f in SCHEMA.fieldNames() if f != "recorded_at"]
-    files = deltalog.data_files(uri)
-    if files is not None and not files.paths:  # created, never written
-        return Known()
-    if files is not None:
-        table = _read_parquet(files, [*columns, "recorded_at"])
+    table = deltalog.read_columns(uri, [*columns, "recorded_at"])
+    if table is not None:
         table = table.sort_by("recorded_at").select(columns)
     elif delta.only_created(spark, uri):
         return Known()
@@ -86,19 +80,6 @@ def load(spark: SparkSession, uri: str) -> Known:
     for row in table.to_pylist():
         known.add(Entry(**row))
     return known
-
-
-def _read_parquet(files: deltalog.DataFiles, columns: list[str]) -> pa.Table:
-    """These columns of every file, with timestamps as microseconds (INT96 or not)."""
-
-    def one(path: str) -> pa.Table:
-        table = pq.read_table(path, columns=columns, filesystem=files.fs)
-        at = table.schema.get_field_index("recorded_at")
-        return table.set_column(at, "recorded_at", table.column(at).cast(pa.timestamp("us")))
-
-    with ThreadPoolExecutor(max_workers=min(8, len(files.paths))) as pool:
-        tables = list(pool.map(one, files.paths))
-    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def append(spark: SparkSession, uri: str, entries: list[Entry], now: datetime) -> None:
