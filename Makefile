@@ -14,7 +14,7 @@ DEMO_STAMP := $(VENV)/.lakeshard-demo
 TEST_STAMP := $(VENV)/.lakeshard-test
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test check test-minio lint format bench large chaos clean
+.PHONY: help env demo test check test-minio lint format bench large chaos maintain-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ large: env ## ingest a generated 3 GB input as a user would, at the default memo
 TRIALS ?= 100
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally
 	LAKESHARD_CHAOS_TRIALS=$(TRIALS) $(PY) -m pytest tests/test_chaos.py -k kill -s -p no:cacheprovider
+
+maintain-long: env ## the maintenance test after 20 small ingests (make test runs it after 6)
+	LAKESHARD_MAINTAIN_INGESTS=20 $(PY) -m pytest tests/test_maintain.py -p no:cacheprovider
 
 clean: ## remove the environment, the demo lake and caches inside the checkout
 	rm -rf $(VENV) lake build *.egg-info .pytest_cache .mypy_cache .ruff_cache

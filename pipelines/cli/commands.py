@@ -128,6 +128,40 @@ def export(args: argparse.Namespace, settings: Config) -> int:
     return EXIT_OK
 
 
+def maintain(args: argparse.Namespace, settings: Config) -> int:
+    from pipelines.ops import maintain
+    from pipelines.schema.declarations import load_dataset
+    from pipelines.storage.s3 import check_lake_reachable
+
+    dataset = load_dataset(settings.schemas, args.dataset)
+    check_lake_reachable(settings.lake, settings.s3)
+    if args.dry_run:
+        report = maintain.plan(settings, dataset)
+    else:
+        from pipelines.spark import get_spark
+
+        spark = get_spark(config=settings)
+        report = maintain.maintain(
+            spark, settings, dataset, settings.lease_wait_s, settings.lease_ttl_s
+        )
+    _emit(report, args.json, maintain.print_report)
+    return EXIT_OK
+
+
+def status(args: argparse.Namespace, settings: Config) -> int:
+    from pipelines.ops import status
+    from pipelines.schema.declarations import list_datasets, load_dataset
+    from pipelines.storage.s3 import check_lake_reachable
+
+    if args.dataset is not None:
+        names = [load_dataset(settings.schemas, args.dataset).name]
+    else:
+        names = list_datasets(settings.schemas)
+    check_lake_reachable(settings.lake, settings.s3)
+    _emit(status.status(settings, names, args.runs), args.json, status.print_report)
+    return EXIT_OK
+
+
 def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:
     if as_json:
         print(json.dumps(report, default=str))

@@ -32,6 +32,8 @@ _VERBS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "quarantine": commands.quarantine,
     "verify": commands.verify,
     "export": commands.export,
+    "maintain": commands.maintain,
+    "status": commands.status,
 }
 
 

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _quarantine_verbs(verbs)
     _verify_verb(verbs)
     _export_verb(verbs)
+    _maintain_verb(verbs)
+    _status_verb(verbs)
     return parser
 
 
@@ -287,6 +289,62 @@ def _export_verb(verbs: Any) -> None:
         "table's bytes per row, within 1024 to 131072)",
     )
     _common(export)
+
+
+_MAINTAIN_EXAMPLES = """\
+examples:
+  lakeshard maintain events --dry-run
+  lakeshard maintain events --wait 600 --json
+  spark-submit jobs/maintain.py events --lake s3a://lake/prod --json
+
+For the dataset's table, quarantine, file ledger and run log: compact each partition's small
+files (maintenance.target_file_size in dataset.yaml, default 256MiB; the rows and every
+earlier version are kept), write a checkpoint, and VACUUM files that no version of the last
+maintenance.retain_hours (default 168, Delta's safety default) reads. Runs under the
+dataset's lease: an ingest waits for it, or it for the ingest (--wait).
+
+"""
+
+
+def _maintain_verb(verbs: Any) -> None:
+    maintain = verbs.add_parser(
+        "maintain",
+        help="compact, checkpoint and vacuum a dataset's tables",
+        description=(
+            "Compact small files, write a Delta checkpoint and remove files no recent "
+            "version reads, for the dataset's table, quarantine, ledger and run log."
+        ),
+        epilog=_MAINTAIN_EXAMPLES + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    maintain.add_argument("dataset", help="dataset name")
+    maintain.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be compacted, from the Delta logs alone (no Spark, no lease)",
+    )
+    _lease_flags(maintain)
+    _common(maintain)
+
+
+def _status_verb(verbs: Any) -> None:
+    status = verbs.add_parser(
+        "status",
+        help="what the lake holds and how the last runs went (no Spark)",
+        description=(
+            "Per dataset: the table's version, rows, files, bytes and partitions, the schema "
+            "version, the last runs (status, duration, rows by outcome), the quarantine "
+            "backlog by reason, the lease holder, and runs left running by a driver that "
+            "died. Reads the lake's files directly: no Spark, no Java."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("dataset", nargs="?", help="one dataset (default: every declared one)")
+    status.add_argument(
+        "--runs", metavar="N", type=_positive, default=10, help="runs shown per dataset (10)"
+    )
+    _common(status, spark=False)
 
 
 def _shard_count(text: str) -> int:

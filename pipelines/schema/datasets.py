@@ -84,6 +84,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """What ``lakeshard maintain`` aims for (README "Maintenance")."""
+
+    # Compaction packs each partition's small files into files of about this size.
+    target_file_bytes: int = 256 * 2**20
+    # VACUUM keeps the files any version of the last this many hours reads, so time travel
+    # within them keeps working. Delta's safety default is 7 days (168 hours).
+    retain_hours: int = 168
+    # A retention below 168 hours must be asked for by name: it can break time travel and a
+    # reader still scanning an older version.
+    allow_short_retention: bool = False
+
+
+@dataclass(frozen=True)
 class Dedup:
     """Which earlier rows a new record is compared with (see README "Deduplication").
 
@@ -131,6 +145,7 @@ class Dataset:
     on_drift: str = "quarantine"
     rules: tuple[Rule, ...] = ()
     dedup: Dedup = field(default_factory=Dedup)
+    maintenance: Maintenance = field(default_factory=Maintenance)
 
     @property
     def schema(self) -> SchemaVersion:

@@ -28,6 +28,7 @@ from pipelines.schema.datasets import (
     Dataset,
     Dedup,
     Limits,
+    Maintenance,
     Rule,
     SchemaVersion,
 )
@@ -85,6 +86,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
     on_drift = decl.choice("on_drift", ON_DRIFT, default="quarantine")
     rules = _rules(decl)
     dedup = _dedup(decl.mapping("dedup")) if decl.has("dedup") else Dedup()
+    upkeep = _maintenance(decl.mapping("maintenance")) if decl.has("maintenance") else Maintenance()
     decl.reject_unknown()
 
     versions = _load_versions(folder)
@@ -119,6 +121,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         on_drift=on_drift,
         rules=rules,
         dedup=dedup,
+        maintenance=upkeep,
     )
 
 
@@ -294,6 +297,34 @@ def _limits(limits: _Mapping) -> Limits:
         max_line_bytes=limits.size("max_line_bytes", defaults.max_line_bytes),
     )
     limits.reject_unknown()
+    return result
+
+
+def _maintenance(section: _Mapping) -> Maintenance:
+    defaults = Maintenance()
+    retain = section.get("retain_hours")
+    if retain is None:
+        retain = defaults.retain_hours
+    elif isinstance(retain, bool) or not isinstance(retain, int) or retain < 0:
+        raise ConfigError(
+            f"{section.path}: maintenance.retain_hours: expected a whole number of hours "
+            f"(0 or more), got {retain!r}"
+        )
+    result = Maintenance(
+        target_file_bytes=section.size("target_file_size", defaults.target_file_bytes),
+        retain_hours=retain,
+        allow_short_retention=section.boolean(
+            "allow_short_retention", defaults.allow_short_retention
+        ),
+    )
+    section.reject_unknown()
+    if result.retain_hours < defaults.retain_hours and not result.allow_short_retention:
+        raise ConfigError(
+            f"{section.path}: maintenance.retain_hours: {result.retain_hours} is below Delta's "
+            f"safety default of {defaults.retain_hours} hours: VACUUM would delete files that "
+            "time travel and running readers may still need; set "
+            "maintenance.allow_short_retention: true to accept that"
+        )
     return result
 
 

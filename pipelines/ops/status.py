@@ -1,0 +1,194 @@
+"""``lakeshard status``: what the lake holds and how its runs went, read without Spark.
+
+Everything comes from the lake's own files through pyarrow: each table's Delta log (version,
+live files, bytes, row counts from the files' statistics), the run log's and the quarantine's
+Parquet files as that log lists them, and the lease. No JVM starts, so a status check costs
+seconds, fit for an hourly cron line or a page a person reloads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from pipelines.columns import REASON
+from pipelines.config import Config
+from pipelines.lake import deltalog, lease, runlog
+from pipelines.lake.quarantine import REPLAYED_BY
+
+RUNS_SHOWN = 10  # the newest runs per dataset in the report
+_RUN_FIELDS = (
+    "run_id",
+    "command",
+    "status",
+    "started_at",
+    "ended_at",
+    "schema_version",
+    "table_version",
+    "files_seen",
+    "files_skipped",
+    "files_rejected",
+    "rows_read",
+    "rows_written",
+    "rows_duplicate",
+    "rows_quarantined",
+    "rows_dropped",
+    "error",
+)
+
+
+def status(settings: Config, names: list[str], runs_shown: int = RUNS_SHOWN) -> dict[str, Any]:
+    """The report for these datasets (``--json``: this object)."""
+    started = time.monotonic()
+    datasets = [dataset_status(settings, name, runs_shown) for name in names]
+    return {"datasets": datasets, "seconds": round(time.monotonic() - started, 2)}
+
+
+def dataset_status(settings: Config, name: str, runs_shown: int = RUNS_SHOWN) -> dict[str, Any]:
+    version = deltalog.latest_version(settings.table_uri(name))
+    table = deltalog.data_files(settings.table_uri(name))
+    holder = _lease_holder(settings.lease_uri(name))
+    runs = _runs(settings.runs_uri(name))
+    findings: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "dataset": name,
+        "table_version": version,
+        "rows": table.rows if table else None,
+        "files": len(table.files) if table else None,
+        "bytes": table.bytes if table else None,
+        "partitions": len({f.partition for f in table.files}) if table else None,
+        "schema_version": next(
+            (r["schema_version"] for r in runs if r["status"] == "succeeded"), None
+        ),
+        "runs": runs[:runs_shown],
+        "runs_total": len(runs),
+        "quarantine_backlog": _backlog(settings.quarantine_uri(name)),
+        "lease": holder,
+        "findings": findings,
+        # False: the table uses Delta features that plain Parquet readers (and this report)
+        # cannot follow (column mapping, deletion vectors, a V2 checkpoint): read it with Spark.
+        "spark_free_readable": table is not None or version is None,
+    }
+    live = holder["run_id"] if holder and holder["alive"] else None
+    dead = [r["run_id"] for r in runs if r["status"] == "running" and r["run_id"] != live]
+    if dead:
+        findings.append(
+            _finding(name, "abandoned", "warning", "runs_left_running", len(dead), 0, dead)
+        )
+    if runs and runs[0]["status"] == "failed":
+        first = runs[0]
+        findings.append(
+            _finding(name, "failed", "critical", "last_run_failed", 1, 0, [first["run_id"]])
+        )
+    return report
+
+
+def _finding(
+    dataset: str,
+    kind: str,
+    severity: str,
+    metric: str,
+    observed: float,
+    expected: float,
+    runs: list[str],
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "kind": kind,
+        "severity": severity,
+        "metric": metric,
+        "observed": observed,
+        "expected": expected,
+        "runs": runs,
+    }
+
+
+def _runs(uri: str) -> list[dict[str, Any]]:
+    """Each run's latest record, newest first, with its duration."""
+    table = deltalog.read_columns(uri, list(_RUN_FIELDS))
+    if table is None:
+        return []
+    runs = runlog.latest_records(table.to_pylist())
+    runs.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
+    for run in runs:
+        started, ended = run.pop("started_at"), run.pop("ended_at")
+        run["started"], run["ended"] = started, ended
+        run["duration_s"] = (
+            round((ended - started).total_seconds(), 1) if started and ended else None
+        )
+    return runs
+
+
+def _backlog(uri: str) -> dict[str, Any] | None:
+    """Quarantined records not yet replayed, by reason (None: not readable without Spark)."""
+    table = deltalog.read_columns(uri, [REASON, REPLAYED_BY])
+    if table is None:
+        return None if deltalog.latest_version(uri) is not None else {"rows": 0, "reasons": {}}
+    waiting = Counter(
+        reason
+        for reason, replayed in zip(
+            table.column(REASON).to_pylist(), table.column(REPLAYED_BY).to_pylist(), strict=True
+        )
+        if replayed is None
+    )
+    return {"rows": sum(waiting.values()), "reasons": dict(waiting.most_common())}
+
+
+def _lease_holder(uri: str) -> dict[str, Any] | None:
+    """The dataset's current claim, if a run holds it (or held it and died)."""
+    store = lease.store_for(uri)
+    generations = store.generations()
+    data = store.read(max(generations)) if generations else None
+    if not data:
+        return None
+    claim = lease.Claim.of(data)
+    if claim.released:
+        return None
+    return {
+        "run_id": claim.run_id,
+        "host": claim.host,
+        "pid": claim.pid,
+        "since": datetime.fromtimestamp(claim.acquired_at, UTC),
+        "expires": datetime.fromtimestamp(claim.expires_at, UTC),
+        "alive": claim.alive(time.time()),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report as text a person reads in a terminal."""
+    for ds in report["datasets"]:
+        if ds["table_version"] is None:
+            print(f"{ds['dataset']}: nothing ingested yet")
+        else:
+            rows = "?" if ds["rows"] is None else f"{ds['rows']:,}"
+            size = "?" if ds["bytes"] is None else f"{ds['bytes'] / 1e6:,.1f} MB"
+            print(
+                f"{ds['dataset']}: version {ds['table_version']}, {rows} rows, {ds['files']} "
+                f"file(s), {size}, {ds['partitions']} partition(s), schema "
+                f"v{ds['schema_version']}"
+            )
+        holder = ds["lease"]
+        if holder is not None:
+            state = "running" if holder["alive"] else "left by a run that died"
+            print(f"  lease: {holder['run_id']} on {holder['host']} ({state})")
+        backlog = ds["quarantine_backlog"]
+        if backlog and backlog["rows"]:
+            print(f"  quarantine: {backlog['rows']:,} record(s) waiting")
+            for reason, count in list(backlog["reasons"].items())[:5]:
+                print(f"    {count:>8,}  {reason}")
+        if ds["runs"]:
+            print(
+                f"  {'run':<27} {'command':<8} {'status':<10} {'secs':>7} {'read':>10} "
+                f"{'written':>10} {'dup':>8} {'quar':>8}"
+            )
+        for run in ds["runs"]:
+            secs = "" if run["duration_s"] is None else f"{run['duration_s']:.1f}"
+            print(
+                f"  {run['run_id']:<27} {run['command']:<8} {run['status']:<10} {secs:>7} "
+                f"{run['rows_read'] or 0:>10,} {run['rows_written'] or 0:>10,} "
+                f"{run['rows_duplicate'] or 0:>8,} {run['rows_quarantined'] or 0:>8,}"
+            )
+        for finding in ds["findings"]:
+            print(f"  {finding['severity']}: {finding['kind']} ({finding['metric']})")
