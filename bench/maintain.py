@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import deltalake
@@ -26,6 +23,7 @@ from pyspark.sql import functions as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ledger import median_time  # noqa: E402
 from pipelines import sample  # noqa: E402
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
@@ -33,15 +31,6 @@ from pipelines.lake import deltalog  # noqa: E402
 from pipelines.ops import maintain  # noqa: E402
 from pipelines.schema.declarations import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
-
-
-def median_time(action: Callable[[], object], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.monotonic()
-        action()
-        times.append(time.monotonic() - start)
-    return statistics.median(times)
 
 
 def main() -> int:

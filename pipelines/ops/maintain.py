@@ -22,8 +22,7 @@ none (and a run log that grew with every maintenance would never be compact).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from pipelines.lake import lease as leases
 from pipelines.runs.progress import progress
 from pipelines.runs.summary import new_run_id
 from pipelines.schema.datasets import Dataset
+from pipelines.storage.listing import session_settings
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _maintain_table(spark: SparkSession, kind: str, uri: str, dataset: Dataset) 
     version_before = deltalog.latest_version(uri)
     table = DeltaTable.forPath(spark, uri)
     progress(f"maintain {dataset.name} {kind}: compacting {before.count} file(s)")
-    with _conf(
+    with session_settings(
         spark,
         {
             "spark.databricks.delta.optimize.maxFileSize": str(upkeep.target_file_bytes),
@@ -182,28 +182,12 @@ def _vacuum(spark: SparkSession, uri: str, retain_hours: int) -> int:
             max(2, 2 * spark.sparkContext.defaultParallelism)
         ),
     }
-    with _conf(spark, settings):
+    with session_settings(spark, settings):
         path = uri.replace("`", "``")
         doomed = spark.sql(f"VACUUM delta.`{path}` RETAIN {retain_hours} HOURS DRY RUN").count()
         if doomed:
             DeltaTable.forPath(spark, uri).vacuum(float(retain_hours))
     return int(doomed)
-
-
-@contextmanager
-def _conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
-    """Set session settings for one operation, then put back what was there."""
-    saved: dict[str, str | None] = {key: spark.conf.get(key, None) for key in values}
-    for key, value in values.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, old)
 
 
 def print_report(report: dict[str, Any]) -> None:

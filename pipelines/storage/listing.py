@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,22 @@ def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
     return [found[k] for k in sorted(found)]
 
 
+@contextmanager
+def session_settings(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
+    """Set Spark session settings for one operation, then put back what was there."""
+    saved: dict[str, str | None] = {key: spark.conf.get(key, None) for key in values}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
+
+
 def _bulk_list(spark: SparkSession, root: str) -> list[SourceFile]:
     """Every file under ``root`` (a path or glob) with size and modification time, by Spark.
 
@@ -82,25 +100,17 @@ def _bulk_list(spark: SparkSession, root: str) -> list[SourceFile]:
             max(2, 4 * spark.sparkContext.defaultParallelism)
         ),
     }
-    saved: dict[str, str | None] = {key: spark.conf.get(key, None) for key in tuned}
-    for key, value in tuned.items():
-        spark.conf.set(key, value)
     try:
-        table = (
-            spark.read.format("binaryFile")
-            .option("recursiveFileLookup", "true")
-            .load(root)
-            .select("path", "length", "modificationTime")
-            .toArrow()
-        )
+        with session_settings(spark, tuned):
+            table = (
+                spark.read.format("binaryFile")
+                .option("recursiveFileLookup", "true")
+                .load(root)
+                .select("path", "length", "modificationTime")
+                .toArrow()
+            )
     except Exception as exc:
         raise StorageError(f"cannot list {root}: {first_line(exc)}") from None
-    finally:
-        for key, previous in saved.items():
-            if previous is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, previous)
     modified_ms = pc.divide(table["modificationTime"].cast(pa.int64()), 1000)
     return [
         SourceFile(uri=path, size=size, modified_ms=ms)
