@@ -34,7 +34,7 @@ from pipelines.lake import deltalog
 from pipelines.lake import lease as leases
 from pipelines.runs.progress import progress
 from pipelines.runs.summary import new_run_id
-from pipelines.schema.datasets import Dataset
+from pipelines.schema.datasets import SAFE_RETAIN_HOURS, Dataset
 from pipelines.storage.listing import session_settings
 
 
@@ -173,7 +173,9 @@ def _vacuum(spark: SparkSession, uri: str, retain_hours: int) -> int:
     """VACUUM where it would delete something; the number of files deleted. A dry run first:
     a VACUUM with nothing to delete still commits its start and end to the log, and a second
     ``maintain`` should leave every table at the version it found."""
-    short = retain_hours < 168  # the check Delta runs; the dataset asked by name to skip it
+    short = (
+        retain_hours < SAFE_RETAIN_HOURS
+    )  # the check Delta runs; the dataset asked by name to skip it
     settings = {
         "spark.databricks.delta.retentionDurationCheck.enabled": str(not short),
         # VACUUM lists the table's folders as a Spark job of this many tasks (Spark's default:

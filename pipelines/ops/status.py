@@ -47,8 +47,9 @@ def status(settings: Config, names: list[str], runs_shown: int = RUNS_SHOWN) -> 
 
 
 def dataset_status(settings: Config, name: str, runs_shown: int = RUNS_SHOWN) -> dict[str, Any]:
-    version = deltalog.latest_version(settings.table_uri(name))
     table = deltalog.data_files(settings.table_uri(name))
+    # One listing of the log where the files came back; a second only where they did not.
+    version = table.version if table else deltalog.latest_version(settings.table_uri(name))
     holder = _lease_holder(settings.lease_uri(name))
     runs = _runs(settings.runs_uri(name))
     findings: list[dict[str, Any]] = []

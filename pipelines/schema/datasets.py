@@ -83,6 +83,10 @@ class Limits:
     max_line_bytes: int = 128 * 2**20
 
 
+# Delta's own safety default for VACUUM's retention (7 days): shorter must be asked for by name.
+SAFE_RETAIN_HOURS = 168
+
+
 @dataclass(frozen=True)
 class Maintenance:
     """What ``lakeshard maintain`` aims for (README "Maintenance")."""
@@ -91,7 +95,7 @@ class Maintenance:
     target_file_bytes: int = 256 * 2**20
     # VACUUM keeps the files any version of the last this many hours reads, so time travel
     # within them keeps working. Delta's safety default is 7 days (168 hours).
-    retain_hours: int = 168
+    retain_hours: int = SAFE_RETAIN_HOURS
     # A retention below 168 hours must be asked for by name: it can break time travel and a
     # reader still scanning an older version.
     allow_short_retention: bool = False

@@ -23,6 +23,7 @@ from pipelines.schema.datasets import (
     ON_CHANGED_FILE,
     ON_DRIFT,
     ON_VIOLATION,
+    SAFE_RETAIN_HOURS,
     Column,
     CsvOptions,
     Dataset,
@@ -318,10 +319,10 @@ def _maintenance(section: _Mapping) -> Maintenance:
         ),
     )
     section.reject_unknown()
-    if result.retain_hours < defaults.retain_hours and not result.allow_short_retention:
+    if result.retain_hours < SAFE_RETAIN_HOURS and not result.allow_short_retention:
         raise ConfigError(
             f"{section.path}: maintenance.retain_hours: {result.retain_hours} is below Delta's "
-            f"safety default of {defaults.retain_hours} hours: VACUUM would delete files that "
+            f"safety default of {SAFE_RETAIN_HOURS} hours: VACUUM would delete files that "
             "time travel and running readers may still need; set "
             "maintenance.allow_short_retention: true to accept that"
         )
