@@ -38,7 +38,11 @@ env: $(TEST_STAMP) ## create .venv with everything (spark, notebook, torch, test
 demo: $(DEMO_STAMP) ## ingest the bundled sample data twice into ./lake and print a summary
 	$(PY) -m pipelines.demo
 
+# Debian packages the suite uses where root can install them (the status page test's browser).
+TEST_PACKAGES := chromium fonts-dejavu-core
+
 test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
+	bash infra/debian/packages.sh $(TEST_PACKAGES)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: env lint ## lint, type-check and the unit tier: no JVM, no servers, no slow tests

@@ -157,8 +157,17 @@ def status(args: argparse.Namespace, settings: Config) -> int:
         names = [load_dataset(settings.schemas, args.dataset).name]
     else:
         names = list_datasets(settings.schemas)
+    if args.html is not None:
+        from pipelines.ops import page
+
+        page.check_writable(args.html)
     check_lake_reachable(settings.lake, settings.s3)
-    _emit(status.status(settings, names, args.runs), args.json, status.print_report)
+    runs = args.runs or (status.RUNS_CHARTED if args.html else status.RUNS_SHOWN)
+    report = status.status(settings, names, runs, partition_detail=args.html is not None)
+    if args.html is not None:
+        page.write(args.html, page.render(report))
+        print(f"status page written to {args.html}", file=sys.stderr)
+    _emit(report, args.json, status.print_report)
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from pipelines import __version__
@@ -342,7 +343,17 @@ def _status_verb(verbs: Any) -> None:
     )
     status.add_argument("dataset", nargs="?", help="one dataset (default: every declared one)")
     status.add_argument(
-        "--runs", metavar="N", type=_positive, default=10, help="runs shown per dataset (10)"
+        "--runs",
+        metavar="N",
+        type=_positive,
+        help="runs shown per dataset (10; with --html, 60 in the page's charts)",
+    )
+    status.add_argument(
+        "--html",
+        metavar="FILE",
+        type=Path,
+        help="also write the report as one self-contained HTML page with charts (rows per run, "
+        "run durations, file sizes per partition, the quarantine by reason)",
     )
     _common(status, spark=False)
 

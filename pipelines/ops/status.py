@@ -19,6 +19,7 @@ from pipelines.lake import deltalog, lease, runlog
 from pipelines.lake.quarantine import REPLAYED_BY
 
 RUNS_SHOWN = 10  # the newest runs per dataset in the report
+RUNS_CHARTED = 60  # ... and in the status page's charts
 _RUN_FIELDS = (
     "run_id",
     "command",
@@ -39,14 +40,19 @@ _RUN_FIELDS = (
 )
 
 
-def status(settings: Config, names: list[str], runs_shown: int = RUNS_SHOWN) -> dict[str, Any]:
-    """The report for these datasets (``--json``: this object)."""
+def status(
+    settings: Config, names: list[str], runs_shown: int = RUNS_SHOWN, partition_detail: bool = False
+) -> dict[str, Any]:
+    """The report for these datasets (``--json``: this object); ``partition_detail`` adds each
+    dataset's ``partition_files`` (the page's file-size chart)."""
     started = time.monotonic()
-    datasets = [dataset_status(settings, name, runs_shown) for name in names]
+    datasets = [dataset_status(settings, name, runs_shown, partition_detail) for name in names]
     return {"datasets": datasets, "seconds": round(time.monotonic() - started, 2)}
 
 
-def dataset_status(settings: Config, name: str, runs_shown: int = RUNS_SHOWN) -> dict[str, Any]:
+def dataset_status(
+    settings: Config, name: str, runs_shown: int = RUNS_SHOWN, partition_detail: bool = False
+) -> dict[str, Any]:
     table = deltalog.data_files(settings.table_uri(name))
     # One listing of the log where the files came back; a second only where they did not.
     version = table.version if table else deltalog.latest_version(settings.table_uri(name))
@@ -72,6 +78,8 @@ def dataset_status(settings: Config, name: str, runs_shown: int = RUNS_SHOWN) ->
         # cannot follow (column mapping, deletion vectors, a V2 checkpoint): read it with Spark.
         "spark_free_readable": table is not None or version is None,
     }
+    if partition_detail and table is not None:
+        report["partition_files"] = _partition_files(table)
     live = holder["run_id"] if holder and holder["alive"] else None
     dead = [r["run_id"] for r in runs if r["status"] == "running" and r["run_id"] != live]
     if dead:
@@ -84,6 +92,19 @@ def dataset_status(settings: Config, name: str, runs_shown: int = RUNS_SHOWN) ->
             _finding(name, "failed", "critical", "last_run_failed", 1, 0, [first["run_id"]])
         )
     return report
+
+
+def _partition_files(table: deltalog.DataFiles) -> list[dict[str, Any]]:
+    """Files, bytes and rows per partition, the newest partition values first."""
+    totals: dict[str, list[int]] = {}
+    for f in table.files:
+        name = "/".join(f"{column}={value}" for column, value in f.partition)
+        files, size, rows = totals.setdefault(name, [0, 0, 0])
+        totals[name] = [files + 1, size + f.size, rows + (f.rows or 0)]
+    return [
+        {"partition": name, "files": files, "bytes": size, "rows": rows}
+        for name, (files, size, rows) in sorted(totals.items(), reverse=True)
+    ]
 
 
 def _finding(
