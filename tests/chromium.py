@@ -24,14 +24,6 @@ MISSING = (
     "no Chromium found (LAKESHARD_CHROMIUM, or chromium on PATH): `make test` installs "
     "Debian's chromium when run as root; otherwise `apt-get install chromium`"
 )
-REPO = Path(__file__).resolve().parent.parent
-
-
-def artifacts() -> Path:
-    """Where tests keep what a person may want to look at afterwards (screenshots)."""
-    folder = Path(os.environ.get("LAKESHARD_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def find_binary() -> str | None:

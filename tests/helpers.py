@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any
 from pipelines import cli
 from pipelines.runs.summary import accounting_holds
 
-__all__ = ["REPO", "accounting_holds", "declare", "ingest_quietly", "last_json_line", "run_cli"]
+__all__ = [
+    "REPO",
+    "accounting_holds",
+    "artifacts",
+    "declare",
+    "ingest_quietly",
+    "last_json_line",
+    "run_cli",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,3 +68,11 @@ def declare(
     (folder / "v1.yaml").write_text(
         "columns:\n" + "".join(f"  - {{name: {json.dumps(n)}, type: {t}}}\n" for n, t in columns)
     )
+
+
+def artifacts() -> Path:
+    """Where tests keep what a person may want to look at afterwards (a screenshot, an executed
+    notebook): ``LAKESHARD_TEST_ARTIFACTS``, else build/test-artifacts in the checkout."""
+    folder = Path(os.environ.get("LAKESHARD_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

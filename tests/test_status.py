@@ -20,7 +20,7 @@ from pipelines import sample
 from pipelines.lake import runlog
 from tests import chromium
 from tests.conftest import SCHEMAS
-from tests.helpers import ingest_quietly, run_cli
+from tests.helpers import artifacts, ingest_quietly, run_cli
 
 pytestmark = pytest.mark.jvm
 
@@ -145,7 +145,7 @@ def test_the_status_page_draws_its_charts_in_a_real_browser(
     with chromium.Chromium(binary, tmp_path / "profile", tmp_path / "chromium.log") as browser:
         seen = browser.load(page.as_uri())
         charts = browser.evaluate(CHARTS_ON_THE_PAGE)
-        shot = chromium.artifacts() / "status-page.png"
+        shot = artifacts() / "status-page.png"
         browser.screenshot(shot)
 
     assert seen.errors == []

@@ -144,7 +144,8 @@ def _facts(ds: dict[str, Any]) -> str:
     if ds["schema_version"] is not None:
         facts.append(f"schema v{ds['schema_version']}")
     if not ds["spark_free_readable"]:
-        facts.append("read it with Spark: its Delta features are beyond plain Parquet readers")
+        why = ", ".join(ds["spark_only_features"]) or "column mapping or deletion vectors"
+        facts.append(f"only Spark reads this table ({why})")
     holder = ds["lease"]
     if holder:
         state = "running" if holder["alive"] else "left by a run that died"

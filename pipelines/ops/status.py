@@ -58,6 +58,7 @@ def dataset_status(
     version = table.version if table else deltalog.latest_version(settings.table_uri(name))
     holder = _lease_holder(settings.lease_uri(name))
     runs = _runs(settings.runs_uri(name))
+    spark_only = spark_only_features(settings.table_uri(name)) if version is not None else []
     findings: list[dict[str, Any]] = []
     report: dict[str, Any] = {
         "dataset": name,
@@ -74,9 +75,11 @@ def dataset_status(
         "quarantine_backlog": _backlog(settings.quarantine_uri(name)),
         "lease": holder,
         "findings": findings,
-        # False: the table uses Delta features that plain Parquet readers (and this report)
-        # cannot follow (column mapping, deletion vectors, a V2 checkpoint): read it with Spark.
-        "spark_free_readable": table is not None or version is None,
+        "spark_only_features": spark_only,
+        # False: only Spark reads this table. delta-rs (and DuckDB and Polars through it) refuse
+        # the features above; this report's own reader cannot follow column mapping, deletion
+        # vectors or a V2 checkpoint either (its counts are then null).
+        "spark_free_readable": (table is not None or version is None) and not spark_only,
     }
     if partition_detail and table is not None:
         report["partition_files"] = _partition_files(table)
@@ -92,6 +95,24 @@ def dataset_status(
             _finding(name, "failed", "critical", "last_run_failed", 1, 0, [first["run_id"]])
         )
     return report
+
+
+def spark_only_features(uri: str) -> list[str]:
+    """The table's Delta features that Spark-free readers refuse, as measured with delta-rs 1.6
+    (the reader under DuckDB's and Polars' Delta support): column mapping, which an in-place
+    rename or drop turns on, and type widening. See the README's reader matrix."""
+    snap = deltalog.snapshot(uri)
+    if snap is None:
+        return []
+    properties = snap.configuration
+    return [
+        feature
+        for feature, on in (
+            ("columnMapping", properties.get("delta.columnMapping.mode", "none") != "none"),
+            ("typeWidening", properties.get("delta.enableTypeWidening") == "true"),
+        )
+        if on
+    ]
 
 
 def _partition_files(table: deltalog.DataFiles) -> list[dict[str, Any]]:
@@ -191,6 +212,9 @@ def print_report(report: dict[str, Any]) -> None:
                 f"file(s), {size}, {ds['partitions']} partition(s), schema "
                 f"v{ds['schema_version']}"
             )
+        if ds["table_version"] is not None and not ds["spark_free_readable"]:
+            why = ", ".join(ds["spark_only_features"]) or "column mapping or deletion vectors"
+            print(f"  only Spark reads this table ({why}): delta-rs, DuckDB and Polars refuse it")
         holder = ds["lease"]
         if holder is not None:
             state = "running" if holder["alive"] else "left by a run that died"
