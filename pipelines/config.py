@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from pipelines.errors import ConfigError
 
@@ -91,6 +91,26 @@ class SparkSettings:
 
 
 @dataclass(frozen=True)
+class MonitorTargets:
+    """Where run metrics and alerts go (README "Monitoring and alerts"); None: nowhere."""
+
+    pushgateway: Secret | None = None  # LAKESHARD_PUSHGATEWAY: each run's metrics pushed there
+    metrics_dir: Path | None = None  # LAKESHARD_METRICS_DIR: node_exporter textfile collector
+    webhook: Secret | None = None  # LAKESHARD_ALERT_WEBHOOK: each new/resolved finding as JSON
+    alertmanager: Secret | None = None  # LAKESHARD_ALERTMANAGER: base URL, /api/v2/alerts
+
+
+def url_origin(url: Secret | str) -> str:
+    """What of a URL may be printed: scheme, host and port. Webhook URLs often carry their
+    secret in the path or the query (and credentials before the host)."""
+    parts = urlsplit(url.reveal() if isinstance(url, Secret) else url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know about where things are and how to reach them."""
 
@@ -103,6 +123,7 @@ class Config:
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S  # LAKESHARD_LEASE_TTL
     cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "lakeshard")
     jars: Path | None = None  # LAKESHARD_JARS: a folder of jars instead of the cache's
+    monitoring: MonitorTargets = field(default_factory=MonitorTargets)
 
     @property
     def on_s3(self) -> bool:
@@ -133,9 +154,12 @@ def resolve_config(
     lease_wait_s: float | None = None,
     lease_ttl_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    targets: Mapping[str, str | None] | None = None,
 ) -> Config:
     """The configuration: each setting from its flag (the arguments), else the environment
-    (``env``, default ``os.environ``), else its default. Bad values are a ConfigError."""
+    (``env``, default ``os.environ``), else its default. Bad values are a ConfigError.
+    ``targets``: the monitoring flags (``pushgateway``, ``metrics_dir``, ``webhook``,
+    ``alertmanager``) where a command has them."""
     env = os.environ if env is None else env
     cache = env.get("LAKESHARD_CACHE")
     return Config(
@@ -156,6 +180,27 @@ def resolve_config(
         lease_ttl_s=_seconds(lease_ttl_s, env, "LAKESHARD_LEASE_TTL", DEFAULT_LEASE_TTL_S),
         cache=Path(cache) if cache else Path.home() / ".cache" / "lakeshard",
         jars=Path(env["LAKESHARD_JARS"]) if env.get("LAKESHARD_JARS") else None,
+        monitoring=_monitor_targets(env, targets or {}),
+    )
+
+
+def _monitor_targets(env: Mapping[str, str], flags: Mapping[str, str | None]) -> MonitorTargets:
+    def url(flag: str, variable: str) -> Secret | None:
+        value = flags.get(flag) or env.get(variable)
+        if not value:
+            return None
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            shown = url_origin(value) if "://" in value else "a value without a scheme"
+            where = f"--{flag.replace('_', '-')}" if flags.get(flag) else variable
+            raise ConfigError(f"{where}: expected an http(s) URL, got {shown}")
+        return Secret(value)
+
+    folder = flags.get("metrics_dir") or env.get("LAKESHARD_METRICS_DIR")
+    return MonitorTargets(
+        pushgateway=url("pushgateway", "LAKESHARD_PUSHGATEWAY"),
+        metrics_dir=Path(folder) if folder else None,
+        webhook=url("webhook", "LAKESHARD_ALERT_WEBHOOK"),
+        alertmanager=url("alertmanager", "LAKESHARD_ALERTMANAGER"),
     )
 
 

@@ -9,6 +9,8 @@ accounts for every row. ``make chaos TRIALS=100`` runs the long version and prin
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -25,8 +27,9 @@ import deltalake
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines import sample
+from pipelines import cli, sample
 from pipelines.config import resolve_config
+from pipelines.lake import runlog
 from pipelines.runs.summary import ROW_OUTCOMES
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
 from tests.helpers import REPO, ingest_quietly, last_json_line
@@ -126,6 +129,27 @@ def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _left_running(lake_dir: Path) -> list[str]:
+    """Runs whose latest run-log record is ``running`` (a kill after that record)."""
+    uri = resolve_config(lake=str(lake_dir)).runs_uri("events")
+    if not (Path(uri.removeprefix("file://")) / "_delta_log").exists():
+        return []
+    return [r["run_id"] for r in runlog.latest_records(_read(uri)) if r["status"] == "running"]
+
+
+def _abandoned_findings(lake_dir: Path) -> list[str]:
+    """The runs ``lakeshard monitor`` reports as left running by a driver that died."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(
+            ["monitor", "events", "--lake", str(lake_dir), "--schemas", str(SCHEMAS), "--json"]
+        )
+    report = last_json_line(out.getvalue())
+    runs = [run for f in report["findings"] if f["kind"] == "abandoned" for run in f["runs"]]
+    assert code == (3 if report["alerting"] else 0)
+    return runs
+
+
 def _kill_during(process: subprocess.Popen[str], phase: str, delay: float) -> str:
     """SIGKILL the process group ``delay`` s after ``phase`` starts; return the last phase seen."""
     seen: list[str] = []
@@ -185,6 +209,12 @@ def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
         where = _kill_during(process, phase, delay)
         if trial + 1 < TRIALS:
             upcoming = warm(trial + 1)
+        left_running = _left_running(lake_dir)
+        found = _abandoned_findings(lake_dir)
+        if found != left_running:
+            failures.append(
+                f"trial {trial} ({where}): monitor found {found}, runs left running {left_running}"
+            )
         rerun = ingest_quietly(
             "events", str(raw), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)
         )

@@ -20,6 +20,7 @@ from pipelines.config import (
     Secret,
     resolve_config,
     s3_settings,
+    url_origin,
 )
 from pipelines.errors import ConfigError
 
@@ -181,3 +182,21 @@ def test_get_spark_leaves_the_environment_alone_and_runs_python_workers(tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     changed = done.stdout.split("changed:", 1)[1].strip()
     assert set(ast.literal_eval(changed)) <= PYSPARKS_OWN, changed
+
+
+def test_monitoring_targets_come_from_flags_or_the_environment_and_never_print() -> None:
+    hook = "https://hooks.example.com/services/T000/B000/XXXXSECRET?token=abc"
+    env = {"LAKESHARD_ALERT_WEBHOOK": hook, "LAKESHARD_METRICS_DIR": "/var/lib/node"}
+    settings = resolve_config(env=env, targets={"pushgateway": "http://pg:9091"})
+    targets = settings.monitoring
+    assert targets.webhook is not None
+    assert targets.webhook.reveal() == hook
+    assert targets.pushgateway is not None
+    assert targets.pushgateway.reveal() == "http://pg:9091"
+    assert targets.metrics_dir == Path("/var/lib/node")
+    assert targets.alertmanager is None
+    assert "XXXXSECRET" not in repr(settings)
+    assert url_origin(targets.webhook) == "https://hooks.example.com/…"
+    assert url_origin("http://user:pw@127.0.0.1:9093") == "http://127.0.0.1:9093"
+    with pytest.raises(ConfigError, match="LAKESHARD_ALERTMANAGER: expected an http"):
+        resolve_config(env={"LAKESHARD_ALERTMANAGER": "alertmanager:9093"})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.config import Config
@@ -27,9 +28,26 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
         if source.startswith(("s3://", "s3a://")):
             check_lake_reachable(source, settings.s3)
     spark = get_spark(config=settings)
-    summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(settings))
+    with _monitored(settings, dataset):
+        summary = run_ingest(spark, settings, dataset, list(args.sources), _lease_options(settings))
     _emit(summary.as_json(), args.json, _print_summary)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _monitored(settings: Config, dataset: Any) -> Iterator[None]:
+    """After the run, failed or not: its metrics published, the history judged, alerts sent."""
+    from pipelines.errors import PolicyError
+    from pipelines.ops import monitor
+
+    try:
+        yield
+    except PolicyError:
+        raise  # refused before it ran (a lease held, an incompatible schema): nothing new
+    except BaseException:
+        monitor.after_run(settings, dataset)
+        raise
+    monitor.after_run(settings, dataset)
 
 
 def _lease_options(config: Config) -> Any:
@@ -74,9 +92,10 @@ def quarantine(args: argparse.Namespace, settings: Config) -> int:
         report = {"dataset": dataset.name, **found}
         _emit(report, args.json, _print_groups)
         return EXIT_OK
-    summary = replay.run_replay(
-        spark, settings, dataset, args.reason, args.rule, _lease_options(settings)
-    )
+    with _monitored(settings, dataset):
+        summary = replay.run_replay(
+            spark, settings, dataset, args.reason, args.rule, _lease_options(settings)
+        )
     _emit(summary.as_json(), args.json, _print_summary)
     return EXIT_OK
 
@@ -153,22 +172,33 @@ def status(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.schema.declarations import list_datasets, load_dataset
     from pipelines.storage.s3 import check_lake_reachable
 
-    if args.dataset is not None:
-        names = [load_dataset(settings.schemas, args.dataset).name]
-    else:
-        names = list_datasets(settings.schemas)
+    names = [args.dataset] if args.dataset is not None else list_datasets(settings.schemas)
+    datasets = [load_dataset(settings.schemas, name) for name in names]
     if args.html is not None:
         from pipelines.ops import page
 
         page.check_writable(args.html)
     check_lake_reachable(settings.lake, settings.s3)
     runs = args.runs or (status.RUNS_CHARTED if args.html else status.RUNS_SHOWN)
-    report = status.status(settings, names, runs, partition_detail=args.html is not None)
+    report = status.status(settings, datasets, runs, partition_detail=args.html is not None)
     if args.html is not None:
         page.write(args.html, page.render(report))
         print(f"status page written to {args.html}", file=sys.stderr)
     _emit(report, args.json, status.print_report)
     return EXIT_OK
+
+
+def monitor(args: argparse.Namespace, settings: Config) -> int:
+    from pipelines.ops import monitor
+    from pipelines.schema.declarations import list_datasets, load_dataset
+    from pipelines.storage.s3 import check_lake_reachable
+
+    names = [args.dataset] if args.dataset is not None else list_datasets(settings.schemas)
+    datasets = [load_dataset(settings.schemas, name) for name in names]
+    check_lake_reachable(settings.lake, settings.s3)
+    report = monitor.monitor(settings, datasets, args.severity)
+    _emit(report, args.json, monitor.print_report)
+    return EXIT_POLICY if report["alerting"] else EXIT_OK
 
 
 def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:

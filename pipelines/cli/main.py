@@ -34,6 +34,7 @@ _VERBS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "export": commands.export,
     "maintain": commands.maintain,
     "status": commands.status,
+    "monitor": commands.monitor,
 }
 
 
@@ -92,6 +93,10 @@ def _main(args_list: list[str]) -> int:
             getattr(args, "master", None),
             lease_wait_s=getattr(args, "wait", None),
             lease_ttl_s=getattr(args, "lease_ttl", None),
+            targets={
+                name: getattr(args, name, None)
+                for name in ("pushgateway", "metrics_dir", "webhook", "alertmanager")
+            },
         )
         if config.master is None:
             config = dataclasses.replace(config, master=DEFAULT_MASTER)

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="files, folders or globs; local paths or s3a:// URIs",
     )
     _lease_flags(ingest)
+    _monitor_flags(ingest)
     _common(ingest)
     _schema_verbs(verbs)
     _quarantine_verbs(verbs)
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export_verb(verbs)
     _maintain_verb(verbs)
     _status_verb(verbs)
+    _monitor_verb(verbs)
     return parser
 
 
@@ -179,6 +181,7 @@ def _quarantine_verbs(verbs: Any) -> None:
     replay.add_argument("--reason", metavar="TEXT", help="only records whose reason contains TEXT")
     replay.add_argument("--rule", metavar="NAME", help="only records that failed rule NAME")
     _lease_flags(replay)
+    _monitor_flags(replay)
     _common(replay)
 
 
@@ -356,6 +359,54 @@ def _status_verb(verbs: Any) -> None:
         "run durations, file sizes per partition, the quarantine by reason)",
     )
     _common(status, spark=False)
+
+
+def _monitor_verb(verbs: Any) -> None:
+    from pipelines.schema.datasets import SEVERITIES
+
+    watch = verbs.add_parser(
+        "monitor",
+        help="judge the run history: anomalies, stale data, dead or failed runs; send alerts",
+        description=(
+            "Per dataset: the newest run against the ones before it (rows and files read, "
+            "duplicate, quarantine and rule-violation rates, duration, driver memory), "
+            "freshness, runs left running by a driver that died, a failed last run. New "
+            "findings at or above the alerting severity are sent once to the webhook and/or "
+            "Alertmanager; resolved ones are sent as resolved. Exits 3 while such a finding is "
+            "open. Reads the lake's files directly: no Spark, no Java."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    watch.add_argument("dataset", nargs="?", help="one dataset (default: every declared one)")
+    watch.add_argument(
+        "--severity",
+        choices=SEVERITIES,
+        help="alert (and exit 3) from this severity up (default: each dataset's "
+        "monitor.alert_severity, warning)",
+    )
+    _monitor_flags(watch)
+    _common(watch, spark=False)
+
+
+def _monitor_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("monitoring (each also from the environment)")
+    group.add_argument(
+        "--pushgateway", metavar="URL", help="push run metrics here (LAKESHARD_PUSHGATEWAY)"
+    )
+    group.add_argument(
+        "--metrics-dir",
+        metavar="DIR",
+        help="write lakeshard_<dataset>.prom here for node_exporter (LAKESHARD_METRICS_DIR)",
+    )
+    group.add_argument(
+        "--webhook", metavar="URL", help="POST new and resolved findings (LAKESHARD_ALERT_WEBHOOK)"
+    )
+    group.add_argument(
+        "--alertmanager",
+        metavar="URL",
+        help="Alertmanager base URL, alerts to /api/v2/alerts (LAKESHARD_ALERTMANAGER)",
+    )
 
 
 def _shard_count(text: str) -> int:

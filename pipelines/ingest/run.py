@@ -94,6 +94,7 @@ def _ingest(
     out.files_skipped = plan.skipped
     out.extra["files_rejected"] = len(plan.rejected)
     out.extra["files_ingested"] = len(plan.take)
+    out.extra["source_bytes"] = sum(f.size for f in plan.take)
     for entry in plan.rejected:
         progress(f"rejected {entry.path}: {entry.reason}")
     progress(

@@ -155,11 +155,10 @@ def _facts(ds: dict[str, Any]) -> str:
 
 
 def _finding(finding: dict[str, Any]) -> str:
-    runs = ", ".join(finding["runs"])
+    severity = escape(finding["severity"])
     return (
-        f'<div class="finding {escape(finding["severity"])}"><b>{escape(finding["severity"])}'
-        f"</b>: {escape(finding['kind'])} ({escape(finding['metric'])}: "
-        f"{finding['observed']}, expected {finding['expected']}) {escape(runs)}</div>"
+        f'<div class="finding {severity}"><b>{severity}</b> ({escape(finding["kind"])}): '
+        f"{escape(finding['message'])}</div>"
     )
 
 

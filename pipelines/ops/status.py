@@ -8,6 +8,7 @@ seconds, fit for an hourly cron line or a page a person reloads.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from pipelines.columns import REASON
 from pipelines.config import Config
 from pipelines.lake import deltalog, lease, runlog
 from pipelines.lake.quarantine import REPLAYED_BY
+from pipelines.ops import detect
+from pipelines.schema.datasets import Dataset
 
 RUNS_SHOWN = 10  # the newest runs per dataset in the report
 RUNS_CHARTED = 60  # ... and in the status page's charts
@@ -37,29 +40,36 @@ _RUN_FIELDS = (
     "rows_quarantined",
     "rows_dropped",
     "error",
+    "details",
 )
 
 
 def status(
-    settings: Config, names: list[str], runs_shown: int = RUNS_SHOWN, partition_detail: bool = False
+    settings: Config,
+    datasets_: list[Dataset],
+    runs_shown: int = RUNS_SHOWN,
+    partition_detail: bool = False,
 ) -> dict[str, Any]:
     """The report for these datasets (``--json``: this object); ``partition_detail`` adds each
     dataset's ``partition_files`` (the page's file-size chart)."""
     started = time.monotonic()
-    datasets = [dataset_status(settings, name, runs_shown, partition_detail) for name in names]
+    datasets = [dataset_status(settings, d, runs_shown, partition_detail) for d in datasets_]
     return {"datasets": datasets, "seconds": round(time.monotonic() - started, 2)}
 
 
 def dataset_status(
-    settings: Config, name: str, runs_shown: int = RUNS_SHOWN, partition_detail: bool = False
+    settings: Config, dataset: Dataset, runs_shown: int = RUNS_SHOWN, partition_detail: bool = False
 ) -> dict[str, Any]:
+    name = dataset.name
     table = deltalog.data_files(settings.table_uri(name))
     # One listing of the log where the files came back; a second only where they did not.
     version = table.version if table else deltalog.latest_version(settings.table_uri(name))
-    holder = _lease_holder(settings.lease_uri(name))
-    runs = _runs(settings.runs_uri(name))
+    holder = lease_holder(settings.lease_uri(name))
+    runs = run_history(settings.runs_uri(name))
     spark_only = spark_only_features(settings.table_uri(name)) if version is not None else []
-    findings: list[dict[str, Any]] = []
+    live = holder["run_id"] if holder and holder["alive"] else None
+    oldest_first = list(reversed(runs))
+    findings = detect.findings(name, oldest_first, dataset.monitor, datetime.now(UTC), live)
     report: dict[str, Any] = {
         "dataset": name,
         "table_version": version,
@@ -74,7 +84,7 @@ def dataset_status(
         "runs_total": len(runs),
         "quarantine_backlog": _backlog(settings.quarantine_uri(name)),
         "lease": holder,
-        "findings": findings,
+        "findings": [f.as_json() for f in findings],
         "spark_only_features": spark_only,
         # False: only Spark reads this table. delta-rs (and DuckDB and Polars through it) refuse
         # the features above; this report's own reader cannot follow column mapping, deletion
@@ -83,17 +93,6 @@ def dataset_status(
     }
     if partition_detail and table is not None:
         report["partition_files"] = _partition_files(table)
-    live = holder["run_id"] if holder and holder["alive"] else None
-    dead = [r["run_id"] for r in runs if r["status"] == "running" and r["run_id"] != live]
-    if dead:
-        findings.append(
-            _finding(name, "abandoned", "warning", "runs_left_running", len(dead), 0, dead)
-        )
-    if runs and runs[0]["status"] == "failed":
-        first = runs[0]
-        findings.append(
-            _finding(name, "failed", "critical", "last_run_failed", 1, 0, [first["run_id"]])
-        )
     return report
 
 
@@ -128,28 +127,9 @@ def _partition_files(table: deltalog.DataFiles) -> list[dict[str, Any]]:
     ]
 
 
-def _finding(
-    dataset: str,
-    kind: str,
-    severity: str,
-    metric: str,
-    observed: float,
-    expected: float,
-    runs: list[str],
-) -> dict[str, Any]:
-    return {
-        "dataset": dataset,
-        "kind": kind,
-        "severity": severity,
-        "metric": metric,
-        "observed": observed,
-        "expected": expected,
-        "runs": runs,
-    }
-
-
-def _runs(uri: str) -> list[dict[str, Any]]:
-    """Each run's latest record, newest first, with its duration."""
+def run_history(uri: str) -> list[dict[str, Any]]:
+    """Each run's latest record, newest first, with its duration and its ``details`` parsed
+    (phases, rule counts, metrics; None for records that have none)."""
     table = deltalog.read_columns(uri, list(_RUN_FIELDS))
     if table is None:
         return []
@@ -161,7 +141,16 @@ def _runs(uri: str) -> list[dict[str, Any]]:
         run["duration_s"] = (
             round((ended - started).total_seconds(), 1) if started and ended else None
         )
+        run["details"] = _parsed(run["details"])
     return runs
+
+
+def _parsed(details: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(details) if details else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _backlog(uri: str) -> dict[str, Any] | None:
@@ -179,7 +168,7 @@ def _backlog(uri: str) -> dict[str, Any] | None:
     return {"rows": sum(waiting.values()), "reasons": dict(waiting.most_common())}
 
 
-def _lease_holder(uri: str) -> dict[str, Any] | None:
+def lease_holder(uri: str) -> dict[str, Any] | None:
     """The dataset's current claim, if a run holds it (or held it and died)."""
     store = lease.store_for(uri)
     generations = store.generations()
@@ -237,4 +226,4 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{run['rows_duplicate'] or 0:>8,} {run['rows_quarantined'] or 0:>8,}"
             )
         for finding in ds["findings"]:
-            print(f"  {finding['severity']}: {finding['kind']} ({finding['metric']})")
+            print(f"  {finding['severity']}: {finding['message']}")

@@ -21,6 +21,7 @@ from pipelines.errors import (
 from pipelines.lake import delta, deltalog, ledger, runlog
 from pipelines.lake import lease as leases
 from pipelines.lake.quarantine import QUARANTINE_SCHEMA
+from pipelines.runs.metrics import RunMeter
 from pipelines.runs.progress import info, progress, warn
 from pipelines.runs.summary import (
     COMMIT_COUNTS,
@@ -85,6 +86,7 @@ def run_recorded(
             if held.previous is not None:  # a claim left by a run that died: close its records
                 _close_abandoned_runs(spark, settings, dataset, held)
             runlog.record_run(spark, log, record(None))
+            meter = _start_meter(spark, settings, dataset)
         progress(f"run {run_id} ({command}) holds the lease on {dataset.name}")
         error: str | None = None
         try:
@@ -104,6 +106,11 @@ def run_recorded(
             summary.status, error = "failed", f"interrupted ({type(exc).__name__})"
             raise
         finally:
+            if meter is not None:
+                try:  # the running record came before the meter, the final one comes after
+                    summary.extra["metrics"] = meter.finish(own_commits=2)
+                except Exception as exc:  # measuring must never cost the run its record
+                    warn(f"could not measure the run: {describe(exc)}")
             info(f"recording run {run_id} as {summary.status}")
             try:
                 runlog.record_run(spark, log, record(error))
@@ -113,6 +120,16 @@ def run_recorded(
                 # released, makes the next run close it as abandoned.
                 held.keep_on_release = True
     return summary
+
+
+def _start_meter(spark: SparkSession, settings: Config, dataset: Dataset) -> RunMeter | None:
+    name = dataset.name
+    uris = [settings.table_uri(name), settings.quarantine_uri(name), settings.ledger_uri(name)]
+    try:
+        return RunMeter(spark, [*uris, settings.runs_uri(name)])
+    except Exception as exc:
+        warn(f"could not measure the run: {describe(exc)}")
+        return None
 
 
 def planned_evolution(

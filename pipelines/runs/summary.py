@@ -16,7 +16,7 @@ ROW_COUNTS = ("rows_read", *ROW_OUTCOMES)
 # The counts a run's data commit carries in its metadata (rows_written comes from the commit).
 COMMIT_COUNTS = tuple(key for key in ROW_COUNTS if key != "rows_written")
 # Summary fields kept in the run log's ``details`` JSON.
-DETAILS = ("rules", "drift", "rows_released", "rows_updated", "phases_s")
+DETAILS = ("rules", "drift", "rows_released", "rows_updated", "phases_s", "source_bytes", "metrics")
 PHASES = "phases_s"  # seconds per phase of the run, in the order they ran
 
 

@@ -101,6 +101,32 @@ class Maintenance:
     allow_short_retention: bool = False
 
 
+SEVERITIES = ("info", "warning", "critical")  # a finding's severity, lowest first
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """How ``lakeshard monitor`` judges a dataset's runs (README "Monitoring and alerts")."""
+
+    # The newest this many earlier successful runs that read rows are the baseline.
+    history: int = 20
+    # Below this many such runs nothing is judged on volume, rates, duration or memory.
+    min_history: int = 7
+    # A value is unusual when it is more than this many robust standard deviations
+    # (1.4826 x the median absolute deviation) from the baseline's median ...
+    threshold: float = 5.0
+    # ... and also this far from it: rows and files read, either way, as a share of the median;
+    min_change: float = 0.5
+    # duration and driver memory, upward only, as a share of the median (1.0: twice as much);
+    spike: float = 1.0
+    # duplicate, quarantine and rule-violation rates, upward only, in points (0.05: 5 %).
+    rate_points: float = 0.05
+    # No successful run that wrote rows for longer than this: a critical finding (None: off).
+    freshness_hours: float | None = None
+    # Findings at or above this severity are alerts: sent, and `monitor` exits 3.
+    alert_severity: str = "warning"
+
+
 @dataclass(frozen=True)
 class Dedup:
     """Which earlier rows a new record is compared with (see README "Deduplication").
@@ -150,6 +176,7 @@ class Dataset:
     rules: tuple[Rule, ...] = ()
     dedup: Dedup = field(default_factory=Dedup)
     maintenance: Maintenance = field(default_factory=Maintenance)
+    monitor: Monitor = field(default_factory=Monitor)
 
     @property
     def schema(self) -> SchemaVersion:

@@ -24,12 +24,14 @@ from pipelines.schema.datasets import (
     ON_DRIFT,
     ON_VIOLATION,
     SAFE_RETAIN_HOURS,
+    SEVERITIES,
     Column,
     CsvOptions,
     Dataset,
     Dedup,
     Limits,
     Maintenance,
+    Monitor,
     Rule,
     SchemaVersion,
 )
@@ -88,6 +90,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
     rules = _rules(decl)
     dedup = _dedup(decl.mapping("dedup")) if decl.has("dedup") else Dedup()
     upkeep = _maintenance(decl.mapping("maintenance")) if decl.has("maintenance") else Maintenance()
+    watch = _monitor(decl.mapping("monitor")) if decl.has("monitor") else Monitor()
     decl.reject_unknown()
 
     versions = _load_versions(folder)
@@ -123,6 +126,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         rules=rules,
         dedup=dedup,
         maintenance=upkeep,
+        monitor=watch,
     )
 
 
@@ -325,6 +329,41 @@ def _maintenance(section: _Mapping) -> Maintenance:
             f"safety default of {SAFE_RETAIN_HOURS} hours: VACUUM would delete files that "
             "time travel and running readers may still need; set "
             "maintenance.allow_short_retention: true to accept that"
+        )
+    return result
+
+
+def _monitor(section: _Mapping) -> Monitor:
+    defaults = Monitor()
+
+    def number(key: str, default: float, low: float, whole: bool = False) -> float:
+        value = section.get(key)
+        if value is None:
+            return default
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+        if wrong or value < low or (whole and value != int(value)):
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(
+                f"{section.path}: monitor.{key}: expected {kind} of at least {low}, got {value!r}"
+            )
+        return float(value)
+
+    freshness = section.get("freshness_hours")
+    result = Monitor(
+        history=int(number("history", defaults.history, 1, whole=True)),
+        min_history=int(number("min_history", defaults.min_history, 1, whole=True)),
+        threshold=float(number("threshold", defaults.threshold, 0)),
+        min_change=float(number("min_change", defaults.min_change, 0)),
+        spike=float(number("spike", defaults.spike, 0)),
+        rate_points=float(number("rate_points", defaults.rate_points, 0)),
+        freshness_hours=(None if freshness is None else float(number("freshness_hours", 0, 0.001))),
+        alert_severity=section.choice("alert_severity", SEVERITIES, defaults.alert_severity),
+    )
+    section.reject_unknown()
+    if result.min_history > result.history:
+        raise ConfigError(
+            f"{section.path}: monitor.min_history ({result.min_history}) is more than "
+            f"monitor.history ({result.history}): nothing would ever be judged"
         )
     return result
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build a Prometheus Pushgateway or Alertmanager from the Go module proxy once; the binary is
+# cached beside the JVM artifacts (~/.cache/lakeshard/bin) and its path printed.
+#   infra/monitoring/build.sh pushgateway|alertmanager
+# The proxy may refuse a module's version list while serving a named version, and `go install
+# module@version` then fails on its deprecation lookup, so each is built through a throwaway module.
+# Alertmanager's web UI embeds ui/app/dist, which its module zip lacks: the build copies the
+# module, adds a one-line index.html (the API, which is all lakeshard uses, does not need the UI)
+# and builds against that copy.
+set -euo pipefail
+name=${1:?usage: build.sh pushgateway|alertmanager}
+case "$name" in
+    pushgateway)
+        module=github.com/prometheus/pushgateway
+        version=${LAKESHARD_PUSHGATEWAY_VERSION:-v1.11.0}
+        package=$module ;;
+    alertmanager)
+        module=github.com/prometheus/alertmanager
+        version=${LAKESHARD_ALERTMANAGER_VERSION:-v0.35.0}
+        package=$module/cmd/alertmanager ;;
+    *) echo "unknown server: $name (pushgateway or alertmanager)" >&2; exit 2 ;;
+esac
+cache=${LAKESHARD_CACHE:-$HOME/.cache/lakeshard}
+bin="$cache/bin/$name"
+stamp="$bin.$version"
+if [[ -x "$bin" && -f "$stamp" ]]; then
+    echo "$bin"
+    exit 0
+fi
+mkdir -p "$cache/bin"
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+echo "building $name $version with $(go version) (about a minute on 2 cores)..." >&2
+started=$SECONDS
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+cd "$work"
+go mod init lakeshard.build/"$name" >/dev/null 2>&1
+printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > tools.go
+go get "$module@$version" >/dev/null 2>&1
+if [[ "$name" == alertmanager ]]; then
+    source_dir=$(go list -m -f '{{.Dir}}' "$module")
+    cp -r "$source_dir" "$work/src"
+    chmod -R u+w "$work/src"
+    mkdir -p "$work/src/ui/app/dist"
+    echo '<!doctype html><title>Alertmanager</title>' > "$work/src/ui/app/dist/index.html"
+    go mod edit -replace "$module=$work/src"
+    go mod tidy >/dev/null 2>&1
+fi
+go build -o "$bin" "$package"
+touch "$stamp"
+echo "built $name in $((SECONDS - started)) s" >&2
+echo "$bin"
