@@ -213,3 +213,11 @@ Array.from(document.querySelectorAll('section')).filter(s => s.querySelector('sv
   }),
 }))
 """
+
+
+def test_monitor_of_a_lake_never_written_is_an_ordinary_success(tmp_path: Path) -> None:
+    done = run_cli("monitor", "--lake", str(tmp_path / "lake"), "--schemas", str(SCHEMAS), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["findings"] == []
+    assert report["alerting"] == 0
