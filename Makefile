@@ -13,6 +13,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DEMO_STAMP := $(VENV)/.lakeshard-demo
 TEST_STAMP := $(VENV)/.lakeshard-test
 PYTEST_ARGS ?=
+# The suite waits more than it computes (JVM starts, subprocesses, servers): two workers, each
+# with its own SparkSession and servers, a test file at a time (its module fixtures stay whole).
+TEST_WORKERS ?= 2
 
 .PHONY: help env demo test check test-minio lint format bench large chaos maintain-long clean
 
@@ -43,7 +46,7 @@ TEST_PACKAGES := chromium fonts-dejavu-core
 
 test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
 	bash infra/debian/packages.sh $(TEST_PACKAGES)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 check: env lint ## lint, type-check and the unit tier: no JVM, no servers, no slow tests
 	$(PY) -m pytest -m "not jvm and not slow" $(PYTEST_ARGS)

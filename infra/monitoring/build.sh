@@ -28,6 +28,13 @@ if [[ -x "$bin" && -f "$stamp" ]]; then
     exit 0
 fi
 mkdir -p "$cache/bin"
+# Two test workers may ask at once: one builds, the other waits and finds it built.
+exec 9>"$bin.lock"
+flock 9
+if [[ -x "$bin" && -f "$stamp" ]]; then
+    echo "$bin"
+    exit 0
+fi
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 echo "building $name $version with $(go version) (about a minute on 2 cores)..." >&2
