@@ -58,6 +58,45 @@ def s3a_options(s3: S3Settings | None = None) -> dict[str, str]:
     return opts
 
 
+# On a cluster, executors come and go with the work: dynamic allocation with shuffle tracking
+# (no external shuffle service), none kept while idle. The Kubernetes manifests and the
+# autoscaling test take these from here (infra/k8s/generate.py writes them into the base).
+DYNAMIC_ALLOCATION = {
+    "spark.dynamicAllocation.enabled": "true",
+    "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+    "spark.dynamicAllocation.minExecutors": "0",
+    "spark.dynamicAllocation.initialExecutors": "1",
+    "spark.dynamicAllocation.maxExecutors": "8",
+    "spark.dynamicAllocation.executorIdleTimeout": "60s",
+    "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
+}
+# Executors' size on a cluster (requests equal limits: the scheduler packs what it promised).
+EXECUTOR_RESOURCES = {
+    "spark.executor.cores": "1",
+    "spark.executor.memory": "2g",
+    "spark.executor.memoryOverhead": "512m",
+    "spark.kubernetes.executor.request.cores": "1",
+    "spark.kubernetes.executor.limit.cores": "1",
+}
+# Settings that name a path on this machine: a cluster's image sets its own.
+_LOCAL_PATHS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
+
+def cluster_config(config: Config) -> dict[str, str]:
+    """spark-submit's settings for a cluster run: the session's own (Delta, lakeshard's
+    extensions, S3A timeouts and retries, zstd, ANSI, UTC), none of the local-mode ones, no
+    credentials (they come from the environment at run time), plus dynamic allocation and the
+    executors' size."""
+    submitted = dataclasses.replace(
+        config,
+        master=None,
+        s3=S3Settings(),
+        spark=dataclasses.replace(config.spark, under_spark_submit=True, conf=()),
+    )
+    conf = {k: v for k, v in base_config(submitted).items() if k not in _LOCAL_PATHS}
+    return conf | DYNAMIC_ALLOCATION | EXECUTOR_RESOURCES
+
+
 def base_config(config: Config) -> dict[str, str]:
     """The session's settings for this configuration."""
     conf = {
