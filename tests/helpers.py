@@ -6,8 +6,10 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ __all__ = [
     "REPO",
     "accounting_holds",
     "artifacts",
+    "dead_claim",
     "declare",
     "ingest_quietly",
     "last_json_line",
@@ -76,3 +79,19 @@ def artifacts() -> Path:
     folder = Path(os.environ.get("LAKESHARD_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def dead_claim(leases: Path, run_id: str = "20260101T000000Z-deadbeef") -> dict[str, Any]:
+    """Leave the claim of a run whose driver died on a dataset's lease (its newest generation):
+    this host, a pid above the default pid_max (no such process), an hour left to live."""
+    claim = {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": 2**22 + 12345,
+        "acquired_at": time.time(),
+        "expires_at": time.time() + 3600,
+    }
+    leases.mkdir(parents=True, exist_ok=True)
+    top = max((int(p.stem) for p in leases.glob("*.json")), default=0)
+    (leases / f"{top + 1:012d}.json").write_text(json.dumps(claim))
+    return claim

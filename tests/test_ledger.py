@@ -225,7 +225,7 @@ def test_an_unreadable_or_vanished_file_is_rejected_with_the_error(tmp_path: Pat
     ("encoding", "data", "charset", "line_sep", "header"),
     [
         ("utf-8", b"a,b\r\n1,2\r\n", "UTF-8", "\r\n", "a,b"),
-        ("utf-8", gzip.compress(b"a,b\r1,2\r"), "UTF-8", "\r", "a,b"),
+        ("utf-8", gzip.compress(b"a,b\r1,2\r", mtime=0), "UTF-8", "\r", "a,b"),
         (
             "utf-16",
             "a,b\n1,2\n".encode("utf-16-be").join([b"\xfe\xff", b""]),
@@ -253,10 +253,10 @@ def test_the_checks_hand_the_reader_each_text_file_s_layout(
     ("name", "data", "limits", "problem"),
     [
         ("ok.csv", b"a,b\n" + b"1,2\n" * 1_200_000, Limits(), None),
-        ("ok.csv.gz", gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000), Limits(), None),
+        ("ok.csv.gz", gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000, mtime=0), Limits(), None),
         (
             "gz-then-junk.csv.gz",
-            gzip.compress(b"a,b\n1,2\n") + b"\0" * 70_000,
+            gzip.compress(b"a,b\n1,2\n", mtime=0) + b"\0" * 70_000,
             Limits(),
             "cannot decompress",
         ),
@@ -268,7 +268,12 @@ def test_the_checks_hand_the_reader_each_text_file_s_layout(
         ),
         ("big.csv", b"a,b\n" + b"1,2\n" * 1_200_000, Limits(max_file_bytes=1000), "larger than"),
         ("bad.csv", b"a,b\n\xff\xfe\n" + b"1,2\n" * 1_200_000, Limits(), "not valid utf-8"),
-        ("cut.csv.gz", gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000)[:-4], Limits(), "Truncated"),
+        (
+            "cut.csv.gz",
+            gzip.compress(b"a,b\n" + b"1,2\n" * 1_200_000, mtime=0)[:-4],
+            Limits(),
+            "Truncated",
+        ),
     ],
 )
 def test_the_file_hash_covers_every_byte_when_the_checks_stop_early(

@@ -26,7 +26,7 @@ from pipelines import cli
 from pipelines.config import resolve_config
 from pipelines.lake import runlog
 from pipelines.ops.status import run_history
-from tests.helpers import declare, ingest_quietly
+from tests.helpers import dead_claim, declare, ingest_quietly
 
 pytestmark = pytest.mark.jvm
 
@@ -192,16 +192,8 @@ def test_a_dead_run_is_alerted_through_alertmanager_and_resolved(
     declare(schemas, "tiny", "json", [("id", "long")])
     settings = resolve_config(lake=str(lake), schemas=str(schemas))
     # A run whose driver died: its claim and its "running" record are left behind.
-    dead = {
-        "run_id": "20260101T000000Z-deadbeef",
-        "host": socket.gethostname(),
-        "pid": 2**22 + 12345,  # above the default pid_max: no such process
-        "acquired_at": time.time(),
-        "expires_at": time.time() + 3600,
-    }
     leases = lake / "_lakeshard/leases/tiny"
-    leases.mkdir(parents=True)
-    (leases / f"{1:012d}.json").write_text(json.dumps(dead))
+    dead = dead_claim(leases)
     record = {
         "run_id": dead["run_id"],
         "command": "ingest",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from pipelines import sample
 from pipelines.lake import runlog
 from tests import chromium
 from tests.conftest import SCHEMAS
-from tests.helpers import artifacts, ingest_quietly, run_cli
+from tests.helpers import artifacts, dead_claim, ingest_quietly, run_cli
 
 pytestmark = pytest.mark.jvm
 
@@ -87,16 +85,7 @@ def test_status_reports_the_table_its_runs_and_the_quarantine(
     assert any("cannot read 'oops' as bigint" in reason for reason in backlog["reasons"])
 
     # A run whose driver died: its claim and its "running" record are left behind.
-    dead = {
-        "run_id": "20260101T000000Z-deadbeef",
-        "host": socket.gethostname(),
-        "pid": 2**22 + 12345,  # above the default pid_max: no such process
-        "acquired_at": time.time(),
-        "expires_at": time.time() + 3600,
-    }
-    leases = lake / "_lakeshard/leases/events"
-    top = max(int(p.stem) for p in leases.glob("*.json"))
-    (leases / f"{top + 1:012d}.json").write_text(json.dumps(dead))
+    dead = dead_claim(lake / "_lakeshard/leases/events")
     runlog.record_run(
         spark,
         str(lake / "_lakeshard/runs/events"),

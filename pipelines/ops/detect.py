@@ -117,40 +117,44 @@ class _Comparison:
         self, kind: str, metric: str, value: Callable[[dict[str, Any]], float | None]
     ) -> None:
         """Rows or files read: far from the usual either way (a drop is critical)."""
-        sample = self._sample(value)
-        if sample is None:
-            return
-        observed, history = sample
-        middle = median(history)
-        reach = max(self._spread(history), self.settings.min_change * abs(middle))
-        low, high = middle - reach, middle + reach
-        if not low <= observed <= high:
-            severity = "critical" if observed < low else "warning"
-            direction = "fewer" if observed < low else "more"
-            self._add(kind, severity, metric, observed, (low, high), history, direction)
+        share = self.settings.min_change
+        self._compare(kind, metric, value, lambda middle: share * abs(middle), both_ways=True)
 
     def upward(
         self, kind: str, metric: str, value: Callable[[dict[str, Any]], float | None]
     ) -> None:
         """Duration and memory: unusually high only (a fast run is no alarm)."""
+        share = self.settings.spike
+        self._compare(kind, metric, value, lambda middle: share * abs(middle))
+
+    def rate(self, kind: str, metric: str, value: Callable[[dict[str, Any]], float | None]) -> None:
+        """A share of the rows read (duplicates, quarantined, a rule's violations): upward."""
+        points = self.settings.rate_points
+        self._compare(kind, metric, value, lambda middle: points, ceiling=1.0)
+
+    def _compare(
+        self,
+        kind: str,
+        metric: str,
+        value: Callable[[dict[str, Any]], float | None],
+        minimum: Callable[[float], float],
+        both_ways: bool = False,
+        ceiling: float | None = None,
+    ) -> None:
+        """A finding where the latest run's value lies beyond the median of the baseline by
+        more than the robust spread and more than ``minimum(median)``."""
         sample = self._sample(value)
         if sample is None:
             return
         observed, history = sample
         middle = median(history)
-        high = middle + max(self._spread(history), self.settings.spike * abs(middle))
-        if observed > high:
-            self._add(kind, "warning", metric, observed, (0.0, high), history, "more")
-
-    def rate(self, kind: str, metric: str, value: Callable[[dict[str, Any]], float | None]) -> None:
-        """A share of the rows read (duplicates, quarantined, a rule's violations): upward."""
-        sample = self._sample(value)
-        if sample is None:
-            return
-        observed, history = sample
-        high = median(history) + max(self._spread(history), self.settings.rate_points)
-        if observed > high:
-            self._add(kind, "warning", metric, observed, (0.0, min(high, 1.0)), history, "more")
+        reach = max(self._spread(history), minimum(middle))
+        low = middle - reach if both_ways else 0.0
+        high = middle + reach if ceiling is None else min(middle + reach, ceiling)
+        if observed > middle + reach:
+            self._add(kind, "warning", metric, observed, (low, high), history, "more")
+        elif both_ways and observed < low:
+            self._add(kind, "critical", metric, observed, (low, high), history, "fewer")
 
     def _sample(
         self, value: Callable[[dict[str, Any]], float | None]
