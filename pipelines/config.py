@@ -90,6 +90,9 @@ class SparkSettings:
     hash_engine: str = "jvm"
 
 
+SEVERITIES = ("info", "warning", "critical")  # a monitoring finding's severity, lowest first
+
+
 @dataclass(frozen=True)
 class MonitorTargets:
     """Where run metrics and alerts go (README "Monitoring and alerts"); None: nowhere."""

@@ -362,7 +362,7 @@ def _status_verb(verbs: Any) -> None:
 
 
 def _monitor_verb(verbs: Any) -> None:
-    from pipelines.schema.datasets import SEVERITIES
+    from pipelines.config import SEVERITIES  # not the schema layer: --help needs no pyspark
 
     watch = verbs.add_parser(
         "monitor",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import types as T
 
+from pipelines.config import SEVERITIES as _SEVERITIES
 from pipelines.schema.modes import MODES
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -101,7 +102,7 @@ class Maintenance:
     allow_short_retention: bool = False
 
 
-SEVERITIES = ("info", "warning", "critical")  # a finding's severity, lowest first
+SEVERITIES = _SEVERITIES  # a finding's severity, lowest first (defined pyspark-free in config)
 
 
 @dataclass(frozen=True)
