@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # with its own SparkSession and servers, a test file at a time (its module fixtures stay whole).
 TEST_WORKERS ?= 2
 
-.PHONY: help env demo test check test-minio lint format bench large chaos maintain-long clean
+.PHONY: help env demo test check test-minio lint format bench large chaos autoscaling maintain-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -46,7 +46,7 @@ TEST_PACKAGES := chromium fonts-dejavu-core
 
 test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
 	bash infra/debian/packages.sh $(TEST_PACKAGES)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" $(PYTEST_ARGS)
 
 check: env lint ## lint, type-check and the unit tier: no JVM, no servers, no slow tests
 	$(PY) -m pytest -m "not jvm and not slow" $(PYTEST_ARGS)
@@ -79,6 +79,9 @@ large: env ## ingest a generated 3 GB input as a user would, at the default memo
 TRIALS ?= 100
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally
 	LAKESHARD_CHAOS_TRIALS=$(TRIALS) $(PY) -m pytest tests/test_chaos.py -k kill -s -p no:cacheprovider
+
+autoscaling: env ## dynamic vs static executors on a standalone cluster: executors over time, wall, executor-seconds
+	$(PY) -m pytest tests/test_autoscaling.py -s -p no:cacheprovider
 
 maintain-long: env ## the maintenance test after 20 small ingests (make test runs it after 6)
 	LAKESHARD_MAINTAIN_INGESTS=20 $(PY) -m pytest tests/test_maintain.py -p no:cacheprovider

@@ -68,6 +68,10 @@ DYNAMIC_ALLOCATION = {
     "spark.dynamicAllocation.initialExecutors": "1",
     "spark.dynamicAllocation.maxExecutors": "8",
     "spark.dynamicAllocation.executorIdleTimeout": "60s",
+    # An executor holding shuffle files is otherwise kept as long as the driver lives (measured
+    # on the standalone cluster: both stayed after the ingest); a finished run's shuffles are
+    # not read again.
+    "spark.dynamicAllocation.shuffleTracking.timeout": "120s",
     "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
 }
 # Executors' size on a cluster (requests equal limits: the scheduler packs what it promised).
