@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # with its own SparkSession and servers, a test file at a time (its module fixtures stay whole).
 TEST_WORKERS ?= 2
 
-.PHONY: help env demo test check test-minio lint format bench large chaos autoscaling maintain-long clean
+.PHONY: help env demo test check test-minio lint format bench large chaos autoscaling image image-test maintain-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -82,6 +82,13 @@ chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print
 
 autoscaling: env ## dynamic vs static executors on a standalone cluster: executors over time, wall, executor-seconds
 	$(PY) -m pytest tests/test_autoscaling.py -s -p no:cacheprovider
+
+image: env ## build lakeshard's image with buildah (or docker): infra/docker/build.sh
+	bash infra/docker/build.sh
+
+image-test: env ## build the image on a debootstrap base, ingest the sample inside it, read it back
+	bash infra/debian/packages.sh buildah debootstrap
+	$(PY) -m pytest tests/test_image.py -p no:cacheprovider
 
 maintain-long: env ## the maintenance test after 20 small ingests (make test runs it after 6)
 	LAKESHARD_MAINTAIN_INGESTS=20 $(PY) -m pytest tests/test_maintain.py -p no:cacheprovider
