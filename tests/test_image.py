@@ -1,0 +1,84 @@
+"""lakeshard's image, built with buildah on a Debian base made with debootstrap: `lakeshard
+ingest` of the sample data inside it, against a lake folder mounted into it, read back outside
+with delta-rs. Minutes on a cold cache: `make image-test` runs it; `make test` leaves it out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import deltalake
+import pytest
+
+from pipelines import sample
+from tests.helpers import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.long]
+
+TAG = "localhost/lakeshard:test"
+
+
+def buildah(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["buildah", "--storage-driver", "vfs", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_the_image_ingests_the_sample_into_a_mounted_lake(tmp_path: Path) -> None:
+    if shutil.which("buildah") is None or shutil.which("debootstrap") is None:
+        pytest.skip(
+            "buildah and debootstrap are not installed (apt-get install buildah debootstrap)"
+        )
+    built = subprocess.run(
+        ["bash", "infra/docker/build.sh", TAG],
+        cwd=REPO,
+        env={**os.environ, "LAKESHARD_DEBOOTSTRAP": "1", "PATH": "/usr/sbin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    stats = sample.write_events(raw)
+    lake.mkdir()
+    for folder in (raw, lake, tmp_path):
+        folder.chmod(0o777)  # the image's user is uid 10001
+    container = buildah("from", TAG).stdout.strip()
+    try:
+        done = buildah(
+            "run",
+            "--isolation",
+            "chroot",
+            "-v",
+            f"{raw}:/raw:ro",
+            "-v",
+            f"{lake}:/lake",
+            # A chroot has no name for the container's host name: Spark binds to loopback.
+            "--env",
+            "SPARK_LOCAL_HOSTNAME=localhost",
+            "--env",
+            "SPARK_LOCAL_IP=127.0.0.1",
+            container,
+            "--",
+            "lakeshard",
+            "ingest",
+            "events",
+            "/raw",
+            "--json",
+        )
+    finally:
+        buildah("rm", container)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["rows_read"] == stats.lines
+    table = deltalake.DeltaTable(str(lake / "tables" / "events")).to_pyarrow_table()
+    assert table.num_rows == summary["rows_written"] > 0
