@@ -4,13 +4,12 @@ metrics, send the alerts. Reads the lake without Spark, like ``status``."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.config import Config, url_origin
 from pipelines.errors import describe
 from pipelines.ops import alerts, detect, prometheus
-from pipelines.ops.status import lease_holder, run_history
+from pipelines.ops.status import judge, lease_holder, run_history
 from pipelines.runs.progress import info, warn
 from pipelines.schema.datasets import Dataset
 
@@ -20,11 +19,7 @@ def check(
 ) -> tuple[list[detect.Finding], list[detect.Finding], list[dict[str, Any]]]:
     """(every finding, those at or above the alerting severity, the run history newest first)."""
     runs = run_history(settings.runs_uri(dataset.name))
-    holder = lease_holder(settings.lease_uri(dataset.name))
-    live = holder["run_id"] if holder and holder["alive"] else None
-    found = detect.findings(
-        dataset.name, list(reversed(runs)), dataset.monitor, datetime.now(UTC), live
-    )
+    found = judge(dataset, runs, lease_holder(settings.lease_uri(dataset.name)))
     threshold = severity or dataset.monitor.alert_severity
     return found, [f for f in found if f.at_least(threshold)], runs
 

@@ -67,9 +67,7 @@ def dataset_status(
     holder = lease_holder(settings.lease_uri(name))
     runs = run_history(settings.runs_uri(name))
     spark_only = spark_only_features(settings.table_uri(name)) if version is not None else []
-    live = holder["run_id"] if holder and holder["alive"] else None
-    oldest_first = list(reversed(runs))
-    findings = detect.findings(name, oldest_first, dataset.monitor, datetime.now(UTC), live)
+    findings = judge(dataset, runs, holder)
     report: dict[str, Any] = {
         "dataset": name,
         "table_version": version,
@@ -94,6 +92,16 @@ def dataset_status(
     if partition_detail and table is not None:
         report["partition_files"] = _partition_files(table)
     return report
+
+
+def judge(
+    dataset: Dataset, runs: list[dict[str, Any]], holder: dict[str, Any] | None
+) -> list[detect.Finding]:
+    """The findings on a run history (newest first, as :func:`run_history` gives it), given
+    the lease's holder: a run that holds it alive is running, not abandoned."""
+    live = holder["run_id"] if holder and holder["alive"] else None
+    oldest_first = list(reversed(runs))
+    return detect.findings(dataset.name, oldest_first, dataset.monitor, datetime.now(UTC), live)
 
 
 def spark_only_features(uri: str) -> list[str]:
