@@ -265,8 +265,36 @@ def _seconds(flag: float | None, env: Mapping[str, str], variable: str, default:
         raise ConfigError(f"{variable}: {exc}") from None
 
 
+def masked_uri(uri: str) -> str:
+    """The URI as it may be printed: anything that looks like credentials before the host
+    (``s3a://KEY:SECRET@bucket``) replaced. Up to the last ``@``, because an AWS secret key
+    may hold ``/`` and so end the authority early."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not _has_credentials(uri):
+        return uri
+    return (
+        f"{scheme}://{REDACTED}@{rest.rpartition('@')[2]}"
+        if "@" in rest
+        else f"{scheme}://{REDACTED}"
+    )
+
+
+def _has_credentials(uri: str) -> bool:
+    """A user or key in the authority. No bucket or host name holds ``@`` or (for S3) ``:``."""
+    netloc = urlsplit(uri).netloc
+    return "@" in netloc or (uri.startswith(("s3://", "s3a://")) and ":" in netloc)
+
+
 def normalise_uri(uri: str) -> str:
-    """A local path, ``file://``, ``s3://`` or ``s3a://`` URI as ``file:///abs`` or ``s3a://``."""
+    """A local path, ``file://``, ``s3://`` or ``s3a://`` URI as ``file:///abs`` or ``s3a://``.
+
+    Credentials in a URI are refused: they would end up in logs, the run log and error lines.
+    """
+    if _has_credentials(uri):
+        raise ConfigError(
+            f"{masked_uri(uri)}: credentials in a URI are not accepted; "
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile) instead"
+        )
     if uri.startswith("s3://"):
         uri = "s3a://" + uri[len("s3://") :]
     parsed = urlparse(uri)

@@ -96,3 +96,31 @@ def test_help_documents_the_environment() -> None:
     assert result.returncode == 0
     for text in ("LAKESHARD_LAKE", "AWS_ENDPOINT_URL", "--json", "exit codes"):
         assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("secret", "where"),
+    [
+        (SECRET, "source"),
+        ("wJalrXUtnFEMI/K7MDENG+bPxRfi/CYEXAMPLEKEY", "source"),  # a '/' ends the authority early
+        (SECRET, "lake"),
+        (SECRET, "LAKESHARD_LAKE"),
+    ],
+)
+def test_credentials_in_a_uri_are_refused_and_shown_masked(
+    secret: str, where: str, tmp_path: Path
+) -> None:
+    uri = f"s3a://AKIAEXAMPLEKEY123:{secret}@bucket/landing/2026"
+    args = ["ingest", "events", uri if where == "source" else str(tmp_path)]
+    env = _env()
+    if where == "lake":
+        args += ["--lake", uri]
+    elif where == "LAKESHARD_LAKE":
+        env["LAKESHARD_LAKE"] = uri
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    line = _one_error_line(result.stderr)
+    assert "s3a://********@bucket/landing/2026: credentials in a URI are not accepted" in line
+    for part in (secret, *secret.split("/")):
+        assert part not in result.stdout + result.stderr
+    assert "AKIAEXAMPLEKEY123" not in result.stdout + result.stderr

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipelines.config import Config
+from pipelines.config import Config, normalise_uri
 from pipelines.errors import (
     EXIT_OK,
     EXIT_POLICY,
@@ -23,9 +23,10 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
+    sources = [normalise_uri(source) for source in args.sources]  # refuses credentials in one
     check_lake_reachable(settings.lake, settings.s3)
-    for source in args.sources:
-        if source.startswith(("s3://", "s3a://")):
+    for source in sources:
+        if source.startswith("s3a://"):
             check_lake_reachable(source, settings.s3)
     spark = get_spark(config=settings)
     with _monitored(settings, dataset):
