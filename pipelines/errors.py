@@ -51,6 +51,12 @@ class StorageError(LakeshardError):
     exit_code = EXIT_FAILURE
 
 
+class DamagedLake(StorageError):
+    """A lake object that is missing or unreadable where it must not be: a truncated Delta
+    commit, a corrupt checkpoint, a data file deleted behind Delta's back, a missing ledger or
+    run log. The message names the object and what to do."""
+
+
 class Terminated(LakeshardError):
     """The process was asked to stop (SIGTERM): the run is recorded as failed and lets go."""
 

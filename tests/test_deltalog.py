@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 
-from pipelines.errors import ConfigError
+from pipelines.errors import DamagedLake
 from pipelines.ingest.hashing import arrow_type
 from pipelines.lake.deltalog import commits, data_files, read_columns, snapshot
 
@@ -176,7 +176,7 @@ def test_multi_part_checkpoint(tmp_path: Path) -> None:
     assert [f.name for f in found.schema] == ["id", "added_at_5"]
 
     log_file(table, 11, f"checkpoint.{2:010d}.{2:010d}.parquet").unlink()
-    with pytest.raises(ConfigError, match="commit 0 is missing and no checkpoint covers it"):
+    with pytest.raises(DamagedLake, match="commit 0 is missing and no checkpoint covers it"):
         snapshot(str(table))
 
 
@@ -202,7 +202,7 @@ def test_a_missing_commit_is_an_error_not_a_stale_schema(tmp_path: Path) -> None
     table = tmp_path / "gap"
     _table_with_checkpoint(table)
     log_file(table, 12).unlink()
-    with pytest.raises(ConfigError, match="commit 12 is missing and the checkpoint is at 11"):
+    with pytest.raises(DamagedLake, match="commit 12 is missing and the checkpoint is at 11"):
         snapshot(str(table))
 
 
@@ -212,11 +212,11 @@ def test_a_log_behind_its_last_checkpoint_is_an_error(tmp_path: Path) -> None:
     log_file(table, 13).unlink()
     log_file(table, 12).unlink()
     (table / "_delta_log" / "_last_checkpoint").write_text('{"version": 13, "size": 15}')
-    with pytest.raises(ConfigError, match="names version 13, but the log ends at 11"):
+    with pytest.raises(DamagedLake, match="names version 13, but the log ends at 11"):
         snapshot(str(table))
     for leftover in (table / "_delta_log").glob("0*"):
         leftover.unlink()
-    with pytest.raises(ConfigError, match="names version 13, but the log holds no commits"):
+    with pytest.raises(DamagedLake, match="names version 13, but the log holds no commits"):
         snapshot(str(table))
 
 
@@ -228,12 +228,12 @@ def test_a_log_behind_its_last_checkpoint_is_an_error(tmp_path: Path) -> None:
         ("schema", "unreadable metaData"),
     ],
 )
-def test_a_corrupt_log_is_a_config_error(tmp_path: Path, damage: str, problem: str) -> None:
+def test_a_corrupt_log_is_a_damaged_lake(tmp_path: Path, damage: str, problem: str) -> None:
     table = tmp_path / "corrupt"
     _table_with_checkpoint(table)
     if damage == "commit":
         log_file(table, 1).write_text('{"commitInfo": {"timestamp": 1')
-        with pytest.raises(ConfigError, match=problem) as caught:
+        with pytest.raises(DamagedLake, match=problem) as caught:
             commits(str(table))
     else:
         for version in range(12):
@@ -249,11 +249,12 @@ def test_a_corrupt_log_is_a_config_error(tmp_path: Path, damage: str, problem: s
             pq.write_table(
                 pa.Table.from_pylist(state, schema=pq.read_schema(checkpoint)), checkpoint
             )
-        with pytest.raises(ConfigError, match=problem) as caught:
+        with pytest.raises(DamagedLake, match=problem) as caught:
             snapshot(str(table))
     assert str(table) in caught.value.message
     assert "\n" not in caught.value.message
-    assert caught.value.exit_code == 2
+    assert caught.value.exit_code == 1
+    assert "restore it from a backup" in caught.value.message
 
 
 def test_values_holding_unicode_line_breaks_do_not_split_an_action(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 GRPC_OFFSET = 10000  # SeaweedFS puts each service's gRPC port at http port + 10000.
 
@@ -51,14 +52,24 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def _seaweed_command(weed: str, data: Path, port: int, access: str, secret: str) -> list[str]:
+def _seaweed_command(
+    weed: str, data: Path, port: int, access: str, secret: str, limited: dict[str, Any]
+) -> list[str]:
     config = data / "s3.json"
     identity = {
         "name": "lakeshard",
         "credentials": [{"accessKey": access, "secretKey": secret}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"],
     }
-    config.write_text(json.dumps({"identities": [identity]}))
+    others = [
+        {
+            "name": name,
+            "credentials": [{"accessKey": keys["access"], "secretKey": keys["secret"]}],
+            "actions": keys["actions"],
+        }
+        for name, keys in limited.items()
+    ]
+    config.write_text(json.dumps({"identities": [identity, *others]}))
     config.chmod(0o600)
     return [
         weed,
@@ -121,12 +132,33 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path, timeout
     )
 
 
-def start(state: Path, buckets: list[str], kind: str, timeout: float = 90.0) -> dict[str, str]:
+def start(
+    state: Path,
+    buckets: list[str],
+    kind: str,
+    timeout: float = 90.0,
+    identities: dict[str, list[str]] | None = None,
+) -> dict[str, str]:
+    """Start a server; ``identities``: more users by name with only the SeaweedFS actions given
+    (``Read:bucket``, ``List:bucket``, ``Write:bucket``), their keys in ``STATE/identities.json``
+    (:func:`identity_keys`)."""
     state.mkdir(parents=True, exist_ok=True)
     (state / "data").mkdir(exist_ok=True)
     port = free_port()
     access = "lakeshard" + secrets.token_hex(4)
     secret = secrets.token_urlsafe(30)
+    limited = {
+        name: {
+            "access": name + secrets.token_hex(4),
+            "secret": secrets.token_urlsafe(30),
+            "actions": actions,
+        }
+        for name, actions in (identities or {}).items()
+    }
+    if limited and kind != "seaweedfs":
+        raise SystemExit("error: identities with limited rights are set up for SeaweedFS only")
+    (state / "identities.json").write_text(json.dumps(limited))
+    (state / "identities.json").chmod(0o600)
     env = dict(os.environ)
     if kind == "minio":
         cmd = _minio_command(_find("minio", "LAKESHARD_MINIO_BIN"), state, port)
@@ -134,7 +166,8 @@ def start(state: Path, buckets: list[str], kind: str, timeout: float = 90.0) -> 
     elif kind == "moto":  # in-memory, any credentials; ignores conditional writes (4.2.x)
         cmd = [_find("moto_server", "LAKESHARD_MOTO_BIN"), "-H", "127.0.0.1", "-p", str(port)]
     else:
-        cmd = _seaweed_command(_find("weed", "LAKESHARD_WEED_BIN"), state, port, access, secret)
+        weed = _find("weed", "LAKESHARD_WEED_BIN")
+        cmd = _seaweed_command(weed, state, port, access, secret, limited)
     log = state / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -179,6 +212,12 @@ def _create_buckets(info: dict[str, str], buckets: list[str], deadline: float) -
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+def identity_keys(state: Path, name: str) -> dict[str, str]:
+    """The access and secret key of a limited identity made by :func:`start`."""
+    keys = json.loads((state / "identities.json").read_text())[name]
+    return {"AWS_ACCESS_KEY_ID": keys["access"], "AWS_SECRET_ACCESS_KEY": keys["secret"]}
 
 
 def stop(state: Path) -> None:

@@ -24,7 +24,7 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
 
     dataset = load_dataset(settings.schemas, args.dataset)
     sources = [normalise_uri(source) for source in args.sources]  # refuses credentials in one
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, [dataset.name], writes=True)
     for source in sources:
         if source.startswith("s3a://"):
             check_lake_reachable(source, settings.s3)
@@ -83,10 +83,9 @@ def quarantine(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ingest import replay
     from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
-    from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, [dataset.name], writes=args.action != "list")
     spark = get_spark(config=settings)
     if args.action == "list":
         found = replay.counts(spark, settings.quarantine_uri(dataset.name), args.replayed)
@@ -105,10 +104,9 @@ def verify(args: argparse.Namespace, settings: Config) -> int:
     from pipelines import verify
     from pipelines.schema.declarations import load_dataset
     from pipelines.spark import get_spark
-    from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, [dataset.name])
     spark = get_spark(config=settings)
     options = verify.VerifyOptions(sample=args.sample or verify.DEFAULT_SAMPLE, full=args.full)
     report = verify.verify(spark, settings, dataset, options)
@@ -129,9 +127,9 @@ def export(args: argparse.Namespace, settings: Config) -> int:
 
     dataset = load_dataset(settings.schemas, args.dataset)
     parse_split(args.split)  # a bad --split fails before Spark starts
-    check_lake_reachable(settings.lake, settings.s3)
-    if args.out and args.out.startswith(("s3://", "s3a://")):
-        check_lake_reachable(args.out, settings.s3)
+    _lake_ready(settings, [dataset.name], writes=not args.out)  # default out
+    if args.out:
+        check_lake_reachable(normalise_uri(args.out), settings.s3, writes=True)
     spark = get_spark(config=settings)
     options = export.ExportOptions(
         shards=args.shards,
@@ -151,10 +149,9 @@ def export(args: argparse.Namespace, settings: Config) -> int:
 def maintain(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ops import maintain
     from pipelines.schema.declarations import load_dataset
-    from pipelines.storage.s3 import check_lake_reachable
 
     dataset = load_dataset(settings.schemas, args.dataset)
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, [dataset.name], writes=not args.dry_run)
     if args.dry_run:
         report = maintain.plan(settings, dataset)
     else:
@@ -171,7 +168,6 @@ def maintain(args: argparse.Namespace, settings: Config) -> int:
 def status(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ops import status
     from pipelines.schema.declarations import list_datasets, load_dataset
-    from pipelines.storage.s3 import check_lake_reachable
 
     names = [args.dataset] if args.dataset is not None else list_datasets(settings.schemas)
     datasets = [load_dataset(settings.schemas, name) for name in names]
@@ -179,7 +175,7 @@ def status(args: argparse.Namespace, settings: Config) -> int:
         from pipelines.ops import page
 
         page.check_writable(args.html)
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, names)
     runs = args.runs or (status.RUNS_CHARTED if args.html else status.RUNS_SHOWN)
     report = status.status(settings, datasets, runs, partition_detail=args.html is not None)
     if args.html is not None:
@@ -192,14 +188,24 @@ def status(args: argparse.Namespace, settings: Config) -> int:
 def monitor(args: argparse.Namespace, settings: Config) -> int:
     from pipelines.ops import monitor
     from pipelines.schema.declarations import list_datasets, load_dataset
-    from pipelines.storage.s3 import check_lake_reachable
 
     names = [args.dataset] if args.dataset is not None else list_datasets(settings.schemas)
     datasets = [load_dataset(settings.schemas, name) for name in names]
-    check_lake_reachable(settings.lake, settings.s3)
+    _lake_ready(settings, names)
     report = monitor.monitor(settings, datasets, args.severity)
     _emit(report, args.json, monitor.print_report)
     return EXIT_POLICY if report["alerting"] else EXIT_OK
+
+
+def _lake_ready(settings: Config, names: list[str], *, writes: bool = False) -> None:
+    """Before Spark starts: the lake answers (and takes writes, for a command that writes), and
+    each dataset's part of it is whole (pipelines.lake.health)."""
+    from pipelines.lake import health
+    from pipelines.storage.s3 import check_lake_reachable
+
+    check_lake_reachable(settings.lake, settings.s3, writes=writes)
+    for name in names:
+        health.check(settings, name)
 
 
 def _emit(report: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any]], None]) -> None:

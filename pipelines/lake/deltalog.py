@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
-from pipelines.errors import ConfigError, first_line
+from pipelines.errors import ConfigError, DamagedLake, first_line
 from pipelines.storage import arrowfs
 
 CONSTRAINT_PREFIX = "delta.constraints."
@@ -97,6 +97,29 @@ def _snapshot(log: _Log) -> Snapshot | None:
         log.fail(f"no metaData action up to version {log.latest}")
     schema, partition_columns, configuration = log.parse_metadata(metadata)
     return Snapshot(log.latest, schema, partition_columns, configuration)
+
+
+def check_log(uri: str) -> int | None:
+    """The latest version after checking that a reader can replay the log: the commits from the
+    newest checkpoint on are all there, the newest commit parses, the newest checkpoint's
+    files are readable Parquet (or JSON). None where there is no table. Raises DamagedLake."""
+    log = _Log.open(uri)
+    snap = _snapshot(log)
+    if snap is None:
+        return None
+    if snap.version in log.commits:
+        log.read_commits([snap.version])
+    base = max(log.checkpoints, key=lambda c: c.version, default=None)
+    for info in base.files if base else ():
+        if info.base_name.endswith(".json"):
+            log.read_commits_at(info.path)
+            continue
+        try:
+            with log.fs.open_input_file(info.path) as handle:
+                pq.ParquetFile(handle).metadata  # noqa: B018 (reading the footer is the check)
+        except (OSError, pa.ArrowException) as exc:
+            log.fail(f"cannot read the checkpoint {info.base_name}: {first_line(exc)}")
+    return snap.version
 
 
 def latest_version(uri: str) -> int | None:
@@ -270,7 +293,7 @@ class _Log:
         try:
             infos = fs.get_file_info(pafs.FileSelector(log.path, allow_not_found=True))
         except (OSError, pa.ArrowException) as exc:
-            log.fail(f"cannot list it: {first_line(exc)}")
+            log.fail(f"cannot list it: {first_line(exc)}", damaged=False)
         log._index(infos)
         return log
 
@@ -381,6 +404,10 @@ class _Log:
             self._parse_actions(info.path, text) for info, text in zip(infos, texts, strict=True)
         ]
 
+    def read_commits_at(self, path: str) -> list[dict[str, Any]]:
+        """The actions of one JSON log file named by its path (a V2 checkpoint's top file)."""
+        return self._parse_actions(path, self._read(path))
+
     def commit_info(self, version: int, actions: list[dict[str, Any]]) -> CommitInfo:
         info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         metadata = next((a["metaData"] for a in actions if "metaData" in a), None)
@@ -423,8 +450,10 @@ class _Log:
             with self.fs.open_input_stream(path, compression=None) as stream:
                 data: bytes = stream.read()
             return data.decode("utf-8")
-        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-            self.fail(f"cannot read {path.rsplit('/', 1)[-1]}: {first_line(exc)}")
+        except (OSError, pa.ArrowException) as exc:
+            self.fail(f"cannot read {path.rsplit('/', 1)[-1]}: {first_line(exc)}", damaged=False)
+        except UnicodeDecodeError as exc:
+            self.fail(f"{path.rsplit('/', 1)[-1]} is not UTF-8 text: {first_line(exc)}")
 
     def _parse_actions(self, path: str, text: str) -> list[dict[str, Any]]:
         actions: list[dict[str, Any]] = []
@@ -442,8 +471,14 @@ class _Log:
             actions.append(action)
         return actions
 
-    def fail(self, problem: str) -> NoReturn:
-        raise ConfigError(f"cannot read the Delta log of {self.uri}: {problem}")
+    def fail(self, problem: str, *, damaged: bool = True) -> NoReturn:
+        if not damaged:  # the storage did not answer: nothing is known to be wrong with the log
+            raise ConfigError(f"cannot read the Delta log of {self.uri}: {problem}")
+        raise DamagedLake(
+            f"damaged Delta log of {self.uri}: {problem}; restore it from a backup or an earlier "
+            f"object version (Delta never rewrites a log file), then check the table with "
+            f"`lakeshard verify --full`"
+        )
 
 
 def _json_object(value: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -9,9 +11,10 @@ from pipelines.config import S3Settings, Secret, s3_settings
 from pipelines.errors import ConfigError
 
 
-def s3_client(s3: S3Settings | None = None) -> Any:
-    """A boto3 S3 client with short timeouts; ``s3``: default from the AWS variables now (no
-    keys there: boto3's own credential chain)."""
+def s3_client(s3: S3Settings | None = None, *, probe: bool = False) -> Any:
+    """A boto3 S3 client with the one retry policy (S3Settings), or, to ``probe`` the lake before
+    a run, two tries and short timeouts; ``s3``: default from the AWS variables now (no keys
+    there: boto3's own credential chain)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -29,16 +32,20 @@ def s3_client(s3: S3Settings | None = None) -> Any:
         aws_secret_access_key=revealed(s3.secret_key),
         aws_session_token=revealed(s3.session_token),
         config=BotoConfig(
-            connect_timeout=5,
-            read_timeout=10,
-            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=s3.connect_timeout_s,
+            read_timeout=10 if probe else s3.request_timeout_s,
+            retries={"total_max_attempts": 2 if probe else s3.attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if s3.path_style else {},
         ),
     )
 
 
-def check_lake_reachable(lake: str, s3: S3Settings | None = None) -> None:
-    """Fail fast (exit 2) when an S3 lake's endpoint, bucket or credentials are wrong.
+RIGHTS = "infra/iam/lakeshard-run.json"  # the S3 rights a run needs, as an IAM policy
+
+
+def check_lake_reachable(lake: str, s3: S3Settings | None = None, *, writes: bool = False) -> None:
+    """Fail fast (exit 2) when an S3 lake's endpoint, bucket or credentials are wrong, or, for
+    a command that ``writes``, when the keys may not write and delete under the lake's prefix.
 
     S3A would retry for minutes before giving up; one short request says it in a second. The
     message names the endpoint and bucket, never a secret.
@@ -51,7 +58,7 @@ def check_lake_reachable(lake: str, s3: S3Settings | None = None) -> None:
     bucket = urlparse(lake).netloc
     endpoint = s3.endpoint
     where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
-    client = s3_client(s3)
+    client = s3_client(s3, probe=True)
     try:
         client.head_bucket(Bucket=bucket)
     except NoCredentialsError:
@@ -74,3 +81,30 @@ def check_lake_reachable(lake: str, s3: S3Settings | None = None) -> None:
         raise ConfigError(f"the lake {where} answered {code or status}") from None
     except (BotoCoreError, OSError) as exc:
         raise ConfigError(f"cannot reach the lake {where}: {type(exc).__name__}") from None
+    if writes:
+        _check_writable(client, lake)
+
+
+def _check_writable(client: Any, lake: str) -> None:
+    """Write and delete one small object under the lake's prefix (two requests), so a run
+    with read-only keys stops before it reads any data rather than at its first commit."""
+    from botocore.exceptions import ClientError
+
+    parsed = urlparse(lake)
+    key = "/".join(
+        p for p in (parsed.path.strip("/"), "_lakeshard", f".probe-{uuid.uuid4().hex}") if p
+    )
+    requests: list[tuple[str, Callable[[], object]]] = [
+        ("s3:PutObject", lambda: client.put_object(Bucket=parsed.netloc, Key=key, Body=b"")),
+        ("s3:DeleteObject", lambda: client.delete_object(Bucket=parsed.netloc, Key=key)),
+    ]
+    for right, request in requests:
+        try:
+            request()
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code", status)
+            raise ConfigError(
+                f"the lake {lake} refused {right} on {parsed.netloc}/{key.rsplit('/', 1)[0]}/ "
+                f"({code}): a run needs the rights in {RIGHTS}"
+            ) from None
