@@ -26,6 +26,7 @@ DEFAULT_DRIVER_MEMORY = "4g"  # local mode: tasks run in the driver's JVM
 DEFAULT_SPARK_LOG_LEVEL = "ERROR"
 HASH_ENGINES = ("jvm", "python")  # the first is the default
 REDACTED = "********"
+DEFAULT_S3_ATTEMPTS = 5  # tries per S3 request, the first included, with backoff between
 
 
 class Secret:
@@ -64,6 +65,11 @@ class S3Settings:
     access_key: Secret | None = None
     secret_key: Secret | None = None
     session_token: Secret | None = None
+    # One retry policy for S3A, pyarrow and boto3 (README "Retries"): tries per request
+    # (LAKESHARD_S3_ATTEMPTS), how long to wait for a connection and for an answer.
+    attempts: int = DEFAULT_S3_ATTEMPTS
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
 
     @property
     def has_keys(self) -> bool:
@@ -221,7 +227,16 @@ def s3_settings(env: Mapping[str, str] | None = None) -> S3Settings:
         access_key=secret("AWS_ACCESS_KEY_ID"),
         secret_key=secret("AWS_SECRET_ACCESS_KEY"),
         session_token=secret("AWS_SESSION_TOKEN"),
+        attempts=_attempts(env.get("LAKESHARD_S3_ATTEMPTS")),
     )
+
+
+def _attempts(text: str | None) -> int:
+    if not text:
+        return DEFAULT_S3_ATTEMPTS
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"LAKESHARD_S3_ATTEMPTS: expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def spark_conf(text: str) -> tuple[tuple[str, str], ...]:

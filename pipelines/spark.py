@@ -29,11 +29,13 @@ def s3a_options(s3: S3Settings | None = None) -> dict[str, str]:
     opts: dict[str, str] = {
         "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",  # s3:// is treated as s3a://
-        # Fail in seconds, not minutes, when the endpoint is down; S3A still retries throttling.
-        "fs.s3a.attempts.maximum": "3",
-        "fs.s3a.retry.limit": "3",
-        "fs.s3a.connection.establish.timeout": "5s",
-        "fs.s3a.connection.timeout": "60s",
+        # The one retry policy (S3Settings): the SDK's tries and S3A's own on top of them;
+        # throttling (503 SlowDown) is retried with S3A's throttle backoff, up to its limit.
+        "fs.s3a.attempts.maximum": str(s3.attempts),
+        "fs.s3a.retry.limit": str(s3.attempts),
+        "fs.s3a.retry.throttle.limit": str(4 * s3.attempts),
+        "fs.s3a.connection.establish.timeout": f"{s3.connect_timeout_s:g}s",
+        "fs.s3a.connection.timeout": f"{s3.request_timeout_s:g}s",
     }
     if s3.endpoint:
         opts["fs.s3a.endpoint"] = s3.endpoint

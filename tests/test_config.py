@@ -93,6 +93,21 @@ def test_clients_are_made_from_the_config_with_the_secrets_revealed() -> None:
     assert "fs.s3a.access.key" not in none  # no keys: the default AWS chain
 
 
+def test_one_retry_policy_reaches_s3a_pyarrow_and_boto3() -> None:
+    from pipelines.spark import s3a_options
+    from pipelines.storage.s3 import s3_client
+
+    s3 = s3_settings({**AWS, "LAKESHARD_S3_ATTEMPTS": "7"})
+    assert s3.attempts == 7
+    hadoop = s3a_options(s3)
+    assert (hadoop["fs.s3a.attempts.maximum"], hadoop["fs.s3a.retry.limit"]) == ("7", "7")
+    assert hadoop["fs.s3a.connection.timeout"] == "60s"
+    assert s3_client(s3).meta.config.retries == {"total_max_attempts": 7, "mode": "standard"}
+    # The check before a run fails fast instead.
+    assert s3_client(s3, probe=True).meta.config.retries["total_max_attempts"] == 2
+    assert s3_settings({}).attempts == 5
+
+
 def test_flag_beats_environment_beats_default(tmp_path: Path) -> None:
     env = {
         "LAKESHARD_LAKE": str(tmp_path / "env-lake"),
@@ -122,6 +137,7 @@ def test_flag_beats_environment_beats_default(tmp_path: Path) -> None:
         ({"LAKESHARD_SPARK_CONF": "novalue"}, "LAKESHARD_SPARK_CONF: expected key=value"),
         ({"LAKESHARD_LAKE": "ftp://x/y"}, "unsupported URI scheme 'ftp'"),
         ({"LAKESHARD_HASH_ENGINE": "rust"}, "LAKESHARD_HASH_ENGINE: expected one of jvm, python"),
+        ({"LAKESHARD_S3_ATTEMPTS": "0"}, "LAKESHARD_S3_ATTEMPTS: expected a whole number >= 1"),
     ],
 )
 def test_bad_settings_are_config_errors(env: dict[str, str], message: str) -> None:

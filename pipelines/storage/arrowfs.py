@@ -22,8 +22,9 @@ def s3_options(s3: S3Settings | None = None) -> dict[str, Any]:
     s3 = s3_settings() if s3 is None else s3
     opts: dict[str, Any] = {
         "region": s3.region or "us-east-1",
-        "connect_timeout": 5,
-        "request_timeout": 60,
+        "connect_timeout": s3.connect_timeout_s,
+        "request_timeout": s3.request_timeout_s,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.attempts),
     }
     if s3.endpoint:
         parsed = urlparse(s3.endpoint)
