@@ -9,7 +9,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from pipelines.runs.summary import accounting_holds
 
 __all__ = [
     "REPO",
+    "Receiver",
     "accounting_holds",
     "artifacts",
     "dead_claim",
@@ -95,3 +98,34 @@ def dead_claim(leases: Path, run_id: str = "20260101T000000Z-deadbeef") -> dict[
     top = max((int(p.stem) for p in leases.glob("*.json")), default=0)
     (leases / f"{top + 1:012d}.json").write_text(json.dumps(claim))
     return claim
+
+
+class Receiver:
+    """An HTTP server on loopback that keeps every JSON body POSTed to it, by path."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, Any]] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def at(self, path: str) -> list[Any]:
+        return [body for where, body in self.posts if where == path]
+
+    def wait_for(self, path: str, count: int, timeout: float = 60) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.at(path)) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.at(path)

@@ -1,6 +1,6 @@
 """Monitoring end to end: run metrics on a real Pushgateway, an anomaly found in real runs, and
 alerts delivered once to a webhook and through a real Alertmanager (both built from the Go
-module proxy by infra/monitoring/build.sh and cached)."""
+module proxy by infra/go/build.sh and cached)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import contextlib
 import io
 import json
 import socket
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +23,9 @@ from pipelines import cli
 from pipelines.config import resolve_config
 from pipelines.lake import runlog
 from pipelines.ops.status import run_history
-from tests.helpers import dead_claim, declare, ingest_quietly
+from tests.helpers import Receiver, dead_claim, declare, ingest_quietly
 
 pytestmark = pytest.mark.jvm
-
-
-class Receiver:
-    """An HTTP server on loopback that keeps every JSON body POSTed to it, by path."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, Any]] = []
-        received = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def at(self, path: str) -> list[Any]:
-        return [body for where, body in self.posts if where == path]
-
-    def wait_for(self, path: str, count: int, timeout: float = 60) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.at(path)) < count and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return self.at(path)
 
 
 @pytest.fixture

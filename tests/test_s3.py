@@ -1,8 +1,8 @@
-"""Ingest over s3a into a real S3 server on loopback; read back without Spark; no secret leaks."""
+"""Ingest over s3a into a real S3 server on loopback; read back without Spark (the secret scan:
+tests/test_secrets.py)."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
@@ -102,45 +102,3 @@ def test_ingest_from_s3_to_s3_and_read_back_without_spark(
     )
     assert by_delta_rs == by_spark
     assert len(by_spark) == first["rows_written"]
-
-
-def test_secret_key_is_in_no_table_log_or_output(
-    spark: SparkSession, s3: dict[str, str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "e.csv.gz").write_bytes(
-        gzip.compress(
-            b"event_id,event_date,user_id,kind,amount,tags\n1,2024-01-01,1,view,1.00,[]\nx,,,,,\n"
-        )
-    )
-    prefix = s3["prefix"]
-    upload_folder(s3, raw, "raw", prefix)
-    from pipelines import cli
-
-    code = cli.main(
-        [
-            "ingest",
-            "events",
-            f"s3a://raw/{prefix}",
-            "--lake",
-            f"s3a://lake/{prefix}",
-            "--schemas",
-            str(SCHEMAS),
-            "--json",
-            "--debug",
-        ]
-    )
-    out, err = capfd.readouterr()
-    assert code == 0
-    secret = s3["AWS_SECRET_ACCESS_KEY"]
-    assert secret not in out + err
-    client = _client(s3)
-    listing = client.list_objects_v2(Bucket="lake", Prefix=prefix)
-    keys = [o["Key"] for o in listing.get("Contents", [])]
-    assert any("/_delta_log/" in k for k in keys)
-    assert any(k.startswith(f"{prefix}/_lakeshard/runs/") for k in keys)
-    assert any(k.startswith(f"{prefix}/quarantine/events/") for k in keys)
-    for key in keys:
-        body = client.get_object(Bucket="lake", Key=key)["Body"].read()
-        assert secret.encode() not in body, key

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Build a Prometheus Pushgateway or Alertmanager from the Go module proxy once; the binary is
-# cached beside the JVM artifacts (~/.cache/lakeshard/bin) and its path printed.
-#   infra/monitoring/build.sh pushgateway|alertmanager
+# Build a server the tests need from the Go module proxy once (a Prometheus Pushgateway or
+# Alertmanager for monitoring, Toxiproxy for storage faults); the binary is cached beside the
+# JVM artifacts (~/.cache/lakeshard/bin) and its path printed.
+#   infra/go/build.sh pushgateway|alertmanager|toxiproxy
 # The proxy may refuse a module's version list while serving a named version, and `go install
 # module@version` then fails on its deprecation lookup, so each is built through a throwaway module.
 # Alertmanager's web UI embeds ui/app/dist, which its module zip lacks: the build copies the
 # module, adds a one-line index.html (the API, which is all lakeshard uses, does not need the UI)
 # and builds against that copy.
 set -euo pipefail
-name=${1:?usage: build.sh pushgateway|alertmanager}
+name=${1:?usage: build.sh pushgateway|alertmanager|toxiproxy}
 case "$name" in
     pushgateway)
         module=github.com/prometheus/pushgateway
@@ -18,7 +19,11 @@ case "$name" in
         module=github.com/prometheus/alertmanager
         version=${LAKESHARD_ALERTMANAGER_VERSION:-v0.35.0}
         package=$module/cmd/alertmanager ;;
-    *) echo "unknown server: $name (pushgateway or alertmanager)" >&2; exit 2 ;;
+    toxiproxy)
+        module=github.com/Shopify/toxiproxy/v2
+        version=${LAKESHARD_TOXIPROXY_VERSION:-v2.5.0}
+        package=$module/cmd/server ;;
+    *) echo "unknown server: $name (pushgateway, alertmanager or toxiproxy)" >&2; exit 2 ;;
 esac
 cache=${LAKESHARD_CACHE:-$HOME/.cache/lakeshard}
 bin="$cache/bin/$name"

@@ -1,6 +1,6 @@
 """A real Prometheus Pushgateway and Alertmanager on loopback, for tests and a local try-out.
 
-Each binary is built once from the Go module proxy by ``infra/monitoring/build.sh`` and cached in
+Each binary is built once from the Go module proxy by ``infra/go/build.sh`` and cached in
 ``~/.cache/lakeshard/bin``. Alertmanager gets a configuration whose only receiver is a webhook
 (the URL given), grouping nothing and waiting one second, so an alert posted to its API reaches
 the receiver within seconds.
@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-BUILD = Path(__file__).resolve().parent / "build.sh"
+BUILD = Path(__file__).resolve().parents[1] / "go" / "build.sh"
 
 
 def binary(name: str) -> str:
