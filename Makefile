@@ -77,8 +77,9 @@ large: env ## ingest a generated 3 GB input as a user would, at the default memo
 	$(PY) bench/large_input.py
 
 TRIALS ?= 100
-chaos: env ## kill -9 ingest at random moments TRIALS times (default 100); print the tally
-	LAKESHARD_CHAOS_TRIALS=$(TRIALS) $(PY) -m pytest tests/test_chaos.py -k kill -s -p no:cacheprovider
+S3 ?= 0
+chaos: env ## kill -9 ingest at random moments TRIALS times (default 100; S3=1: lake and sources on S3); print the tally
+	LAKESHARD_CHAOS_TRIALS=$(TRIALS) LAKESHARD_CHAOS_S3=$(S3) $(PY) -m pytest tests/test_chaos.py -s -p no:cacheprovider
 
 autoscaling: env ## dynamic vs static executors on a standalone cluster: executors over time, wall, executor-seconds
 	$(PY) -m pytest tests/test_autoscaling.py -s -p no:cacheprovider

@@ -71,6 +71,10 @@ def main() -> int:
         dist.all_gather(counts, torch.tensor([batches]))
         if rank == 0:
             (args.out / f"counts-{epoch}.json").write_text(json.dumps([int(c) for c in counts]))
+    # Every rank past its last collective before any tears gloo down: a rank that destroyed
+    # the group while another still talked to it aborted once ("terminate called without an
+    # active exception", exit -6, seen in a suite run).
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 

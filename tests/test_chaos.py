@@ -4,14 +4,15 @@ Each kill trial starts ``lakeshard ingest`` as its own process group (Python dri
 JVM), waits for a chosen phase to begin, lets it run a random moment longer, kills the whole
 group with SIGKILL, reruns the ingest, and compares the lake with one clean run: the table's
 content hashes, the quarantine's keys, the ledger's files and outcomes, and a run log that
-accounts for every row. ``make chaos TRIALS=100`` runs the long version and prints the tally.
+accounts for every row. ``make test`` runs 4 trials, at the phases that commit; ``make chaos
+TRIALS=100`` runs the long version over every phase and prints the tally. Overlapping runs and
+SIGTERM: tests/test_concurrent_runs.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import random
 import signal
@@ -29,12 +30,14 @@ from pyspark.sql import SparkSession
 
 from pipelines import cli, sample
 from pipelines.config import resolve_config
-from pipelines.lake import runlog
+from pipelines.lake import deltalog, runlog
 from pipelines.runs.summary import ROW_OUTCOMES
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
 from tests.helpers import REPO, ingest_quietly, last_json_line
 
-TRIALS = int(os.environ.get("LAKESHARD_CHAOS_TRIALS", "8"))
+TRIALS = int(os.environ.get("LAKESHARD_CHAOS_TRIALS", "4"))
+S3_TRIALS = int(os.environ.get("LAKESHARD_CHAOS_S3_TRIALS", "2"))
+S3_ONLY = os.environ.get("LAKESHARD_CHAOS_S3") == "1"  # make chaos S3=1: TRIALS of them on S3
 SEED = int(os.environ.get("LAKESHARD_CHAOS_SEED", "20261129"))
 # Progress lines that open each phase of a run, in order (see pipelines.ingest.run).
 PHASES = (
@@ -47,6 +50,8 @@ PHASES = (
     "ledger:",
     "recording run",
 )
+# With fewer trials than phases (make test runs 4), the phases around the commits come first.
+COMMIT_PHASES = ("writing", "ledger:", "recording run", "quarantining")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +76,7 @@ sys.exit(cli.main(sys.argv[2:]))
 
 
 def _ingest_process(
-    raw: Path, lake_dir: Path, *extra: str, go: Path | None = None
+    raw: Path | str, lake_dir: Path | str, *extra: str, go: Path | None = None
 ) -> subprocess.Popen[str]:
     env = dict(os.environ, LAKESHARD_SPARK_CONF=TEST_SPARK_CONF, PYTHONUNBUFFERED="1")
     args = ["ingest", "events", str(raw), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)]
@@ -89,12 +94,19 @@ def _ingest_process(
 
 
 def _read(uri: str) -> list[dict[str, Any]]:
-    """A small Delta table's rows, read with delta-rs (no Spark job)."""
-    rows: list[dict[str, Any]] = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
+    """A small Delta table's rows, read with delta-rs (no Spark job); on S3 with the keys the
+    ``s3`` fixture put in the environment."""
+    options = None
+    if uri.startswith("s3a://"):
+        options = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        options.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_REGION="us-east-1")
+        options.update(AWS_ALLOW_HTTP="true", AWS_S3_ALLOW_UNSAFE_RENAME="true")
+    table = deltalake.DeltaTable(uri, storage_options=options)
+    rows: list[dict[str, Any]] = table.to_pyarrow_table().to_pylist()
     return rows
 
 
-def _snapshot(lake_dir: Path) -> dict[str, Any]:
+def _snapshot(lake_dir: Path | str) -> dict[str, Any]:
     """What must match a clean run: content hashes, quarantine keys, ledger entries."""
     settings = resolve_config(lake=str(lake_dir))
     table = [r["_content_hash"].hex() for r in _read(settings.table_uri("events"))]
@@ -106,7 +118,7 @@ def _snapshot(lake_dir: Path) -> dict[str, Any]:
     return {"table": sorted(table), "quarantine": sorted(quarantine), "ledger": sorted(ledger)}
 
 
-def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
+def _run_log_problems(lake_dir: Path | str, snapshot: dict[str, Any]) -> list[str]:
     """The run log must close every run and sum to what the tables hold."""
     records = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
     ended = [r for r in records if r["status"] != "running"]
@@ -129,15 +141,15 @@ def _run_log_problems(lake_dir: Path, snapshot: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _left_running(lake_dir: Path) -> list[str]:
+def _left_running(lake_dir: Path | str) -> list[str]:
     """Runs whose latest run-log record is ``running`` (a kill after that record)."""
     uri = resolve_config(lake=str(lake_dir)).runs_uri("events")
-    if not (Path(uri.removeprefix("file://")) / "_delta_log").exists():
+    if deltalog.latest_version(uri) is None:
         return []
     return [r["run_id"] for r in runlog.latest_records(_read(uri)) if r["status"] == "running"]
 
 
-def _abandoned_findings(lake_dir: Path) -> list[str]:
+def _abandoned_findings(lake_dir: Path | str) -> list[str]:
     """The runs ``lakeshard monitor`` reports as left running by a driver that died."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -181,12 +193,32 @@ def _kill_during(process: subprocess.Popen[str], phase: str, delay: float) -> st
     return f"{outcome} in '{last}'"
 
 
-@pytest.mark.slow  # a Spark process per trial (LAKESHARD_CHAOS_TRIALS, 8 by default)
+@pytest.mark.slow  # a Spark process per trial (LAKESHARD_CHAOS_TRIALS, 4 by default)
+@pytest.mark.skipif(S3_ONLY, reason="make chaos S3=1: the trials on S3 only")
 def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
     spark: SparkSession, raw: Path, tmp_path: Path
 ) -> None:
-    reference = tmp_path / "reference"
-    clean = ingest_quietly("events", str(raw), "--lake", str(reference), "--schemas", str(SCHEMAS))
+    _kill_trials(str(raw), str(tmp_path), TRIALS, tmp_path)
+
+
+@pytest.mark.slow  # LAKESHARD_CHAOS_S3_TRIALS (2 by default): a Spark process and a rerun each
+@pytest.mark.s3
+def test_a_kill_on_s3_then_a_rerun_equals_one_clean_run(
+    spark: SparkSession, s3: dict[str, str], raw: Path, tmp_path: Path
+) -> None:
+    """The same trials with the sources and the lake on the S3 server."""
+    from tests.test_s3 import upload_folder
+
+    upload_folder(s3, raw, "raw", s3["prefix"])
+    trials = TRIALS if S3_ONLY else S3_TRIALS
+    _kill_trials(f"s3a://raw/{s3['prefix']}", f"s3a://lake/{s3['prefix']}", trials, tmp_path)
+
+
+def _kill_trials(raw: str, lakes: str, trials: int, tmp_path: Path) -> None:
+    """Kill ``trials`` ingests of ``raw`` into lakes under ``lakes``; compare each, after a
+    rerun, with one clean run; print the tally by phase."""
+    reference = f"{lakes}/reference"
+    clean = ingest_quietly("events", raw, "--lake", reference, "--schemas", str(SCHEMAS))
     expected = _snapshot(reference)
     assert clean["rows_written"] == len(expected["table"]) > 0
     assert len(expected["quarantine"]) > 0
@@ -197,83 +229,38 @@ def test_a_kill_at_any_moment_then_a_rerun_equals_one_clean_run(
 
     def warm(trial: int) -> tuple[subprocess.Popen[str], Path]:
         go = tmp_path / f"go-{trial}"
-        return _ingest_process(raw, tmp_path / f"trial-{trial}", go=go), go
+        return _ingest_process(raw, f"{lakes}/trial-{trial}", go=go), go
 
     upcoming = warm(0)
-    for trial in range(TRIALS):
-        phase = PHASES[trial % len(PHASES)] if trial < len(PHASES) else rng.choice(PHASES)
+    for trial in range(trials):
+        if len(PHASES) > trials:
+            phase = COMMIT_PHASES[trial % len(COMMIT_PHASES)]
+        else:
+            phase = PHASES[trial] if trial < len(PHASES) else rng.choice(PHASES)
         delay = rng.choice([0.0, rng.uniform(0.0, 0.3), rng.uniform(0.0, 1.5)])
-        lake_dir = tmp_path / f"trial-{trial}"
+        lake = f"{lakes}/trial-{trial}"
         process, go = upcoming
         go.touch()
         where = _kill_during(process, phase, delay)
-        if trial + 1 < TRIALS:
+        if trial + 1 < trials:
             upcoming = warm(trial + 1)
-        left_running = _left_running(lake_dir)
-        found = _abandoned_findings(lake_dir)
+        left_running = _left_running(lake)
+        found = _abandoned_findings(lake)
         if found != left_running:
             failures.append(
                 f"trial {trial} ({where}): monitor found {found}, runs left running {left_running}"
             )
-        rerun = ingest_quietly(
-            "events", str(raw), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)
-        )
-        got = _snapshot(lake_dir)
+        rerun = ingest_quietly("events", raw, "--lake", lake, "--schemas", str(SCHEMAS))
+        got = _snapshot(lake)
         problems = [k for k in expected if got[k] != expected[k]]
-        problems += _run_log_problems(lake_dir, got)
+        problems += _run_log_problems(lake, got)
         if rerun["status"] != "succeeded":
             problems.append(f"rerun {rerun['status']}")
         tally[f"{where}: {'equal' if not problems else 'DIFFERENT'}"] += 1
         if problems:
             failures.append(f"trial {trial} ({phase} +{delay:.2f}s, {where}): {problems}")
         print(f"chaos trial {trial}: {where}: {problems or 'equal'}", file=sys.stderr, flush=True)
-    print(f"\nchaos tally over {TRIALS} trial(s), seed {SEED}:", file=sys.stderr)
+    print(f"\nchaos tally over {trials} trial(s) in {lakes}, seed {SEED}:", file=sys.stderr)
     for line, count in sorted(tally.items()):
         print(f"  {count:4d}  {line}", file=sys.stderr)
     assert failures == []
-
-
-@pytest.mark.slow  # two ingests, each in its own Spark process
-def test_two_overlapping_runs_take_each_file_once(
-    spark: SparkSession, raw: Path, tmp_path: Path
-) -> None:
-    lake_dir = tmp_path / "lake"
-    both = [_ingest_process(raw, lake_dir, "--wait", "300") for _ in range(2)]
-    outputs = [p.communicate(timeout=600) for p in both]
-    assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outputs]
-    summaries = [last_json_line(out) for out, _ in outputs]
-
-    files = summaries[0]["files_seen"]
-    assert sorted(s["files_ingested"] for s in summaries) == [0, files]
-    assert sorted(s["files_skipped"] for s in summaries) == [0, files]
-    snapshot = _snapshot(lake_dir)
-    assert (
-        len(snapshot["table"])
-        == len(set(snapshot["table"]))
-        == max(s["rows_written"] for s in summaries)
-    )
-    assert _run_log_problems(lake_dir, snapshot) == []
-    runs = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
-    took = [r["run_id"] for r in runs if r["status"] == "succeeded" and r["rows_read"]]
-    assert took == [s["run_id"] for s in summaries if s["files_ingested"]]
-
-
-@pytest.mark.jvm  # the ingest it stops runs in a child process, without the fixture
-def test_sigterm_records_the_run_as_failed_and_frees_the_dataset(raw: Path, tmp_path: Path) -> None:
-    """A scheduler stopping the job (SIGTERM) is not a crash: the run says so and lets go."""
-    lake_dir = tmp_path / "lake"
-    process = _ingest_process(raw, lake_dir)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "reading" in line:
-            process.send_signal(signal.SIGTERM)  # the driver only, as a scheduler would
-            break
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 143, err[-2000:]
-    assert "error: terminated (SIGTERM)" in err
-    records = _read(resolve_config(lake=str(lake_dir)).runs_uri("events"))
-    assert sorted(r["status"] for r in records) == ["failed", "running"]
-    assert next(r["error"] for r in records if r["status"] == "failed") == "terminated (SIGTERM)"
-    # The lease is free: its last claim is marked released.
-    claims = list((lake_dir / "_lakeshard" / "leases" / "events").glob("*.json"))
-    assert [json.loads(c.read_text())["released"] for c in claims] == [True]
