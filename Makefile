@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # with its own SparkSession and servers, a test file at a time (its module fixtures stay whole).
 TEST_WORKERS ?= 2
 
-.PHONY: help env demo test check test-minio lint format bench large chaos autoscaling image image-test maintain-long clean
+.PHONY: help env demo test check test-minio lint format bench large chaos faults autoscaling image image-test maintain-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ TRIALS ?= 100
 S3 ?= 0
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100; S3=1: lake and sources on S3); print the tally
 	LAKESHARD_CHAOS_TRIALS=$(TRIALS) LAKESHARD_CHAOS_S3=$(S3) $(PY) -m pytest tests/test_chaos.py -s -p no:cacheprovider
+
+faults: env ## the storage fault matrix with one run per fault and phase (make test: one run per fault); print it
+	LAKESHARD_FAULTS_EACH_PHASE=1 $(PY) -m pytest tests/test_storage_faults.py -s -p no:cacheprovider
 
 autoscaling: env ## dynamic vs static executors on a standalone cluster: executors over time, wall, executor-seconds
 	$(PY) -m pytest tests/test_autoscaling.py -s -p no:cacheprovider

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from infra.s3 import server as s3_server
 from pipelines import cli, sample
-from pipelines.errors import PolicyError
+from pipelines.errors import PolicyError, StorageError
 from pipelines.lake import lease, runlog
 from tests.conftest import SCHEMAS
 from tests.helpers import ingest_quietly
@@ -169,6 +169,23 @@ def test_a_lease_from_another_host_is_taken_over_only_after_it_expires(where: st
         assert taken.generation == 2
     finally:
         taken.release()
+
+
+def test_a_lease_that_storage_failed_to_renew_is_a_storage_error(tmp_path: Path) -> None:
+    """A heartbeat whose writes fail must not extend the claim it holds in memory: the stored
+    claim expires, another run may take it, and this run must stop, naming the failure."""
+    holder = lease.acquire(f"file://{tmp_path}", "run-faulty", ttl_s=1.0, wait_s=0)
+
+    def refuse(generation: int, claim: dict[str, Any]) -> None:
+        raise OSError("Connection reset by peer")
+
+    holder.store.write = refuse  # type: ignore[method-assign]
+    stored = holder.claim.expires_at
+    time.sleep(1.6)
+    assert holder.claim.expires_at == stored  # not extended by the failed beats
+    with pytest.raises(StorageError, match=r"storage failed while renewing it \(Connection reset"):
+        holder.check()
+    holder.release()
 
 
 def test_the_heartbeat_keeps_a_long_run_s_lease_and_a_stalled_run_loses_it(where: str) -> None:

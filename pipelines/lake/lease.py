@@ -237,6 +237,7 @@ class Lease:
         self.keep_on_release = False  # set by a run that could not record its outcome
         self._stop = threading.Event()
         self._lost: str | None = None
+        self._renewal_error: str | None = None  # why the latest heartbeat failed, if it did
         self._thread = threading.Thread(target=self._heartbeat, name="lakeshard-lease", daemon=True)
         self._thread.start()
 
@@ -246,17 +247,25 @@ class Lease:
                 if max(self.store.generations(), default=0) != self.generation:
                     self._lost = "a newer claim replaced it"
                     return
-                self.claim.expires_at = time.time() + self.ttl_s
-                self.store.write(self.generation, vars(self.claim))
+                expires_at = time.time() + self.ttl_s
+                self.store.write(self.generation, {**vars(self.claim), "expires_at": expires_at})
+                self.claim.expires_at = expires_at
+                self._renewal_error = None
             except Exception as exc:  # storage hiccup: retried next beat until the claim expires
+                self._renewal_error = first_line(exc)
                 if time.time() > self.claim.expires_at:
-                    self._lost = f"it could not be renewed ({first_line(exc)})"
+                    self._lost = "it could not be renewed"
                     return
 
     def check(self) -> None:
         """Raise unless this run still holds the lease: call before every commit."""
         if self._lost is None and time.time() >= self.claim.expires_at:
             self._lost = "it expired"
+        if self._lost is not None and self._renewal_error is not None:
+            raise StorageError(
+                f"lost the lease on {self.store.where}: storage failed while renewing it "
+                f"({self._renewal_error}) until it expired; nothing more is committed"
+            )
         if self._lost is not None:
             raise PolicyError(
                 f"lost the lease on {self.store.where} ({self._lost}); nothing more is committed"
