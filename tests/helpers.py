@@ -23,6 +23,7 @@ __all__ = [
     "Receiver",
     "accounting_holds",
     "artifacts",
+    "boto_client",
     "dead_claim",
     "declare",
     "ingest_quietly",
@@ -129,3 +130,18 @@ class Receiver:
         while len(self.at(path)) < count and time.monotonic() < deadline:
             time.sleep(0.2)
         return self.at(path)
+
+
+def boto_client(server: dict[str, str]) -> Any:
+    """A boto3 client for a test S3 server, with the keys in ``server`` (its variables)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=server["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=server["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}),
+    )

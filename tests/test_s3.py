@@ -4,34 +4,20 @@ tests/test_secrets.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import boto3
 import deltalake
 import pytest
-from botocore.config import Config
 from pyspark.sql import SparkSession
 
 from pipelines import jvm, sample
 from tests.conftest import SCHEMAS
-from tests.helpers import accounting_holds, ingest_quietly
+from tests.helpers import accounting_holds, boto_client, ingest_quietly
 
 pytestmark = pytest.mark.s3
 
 
-def _client(s3: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
 def upload_folder(s3: dict[str, str], folder: Path, bucket: str, prefix: str) -> None:
-    client = _client(s3)
+    client = boto_client(s3)
     for path in sorted(folder.iterdir()):
         client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
 
@@ -68,7 +54,7 @@ def test_ingest_from_s3_to_s3_and_read_back_without_spark(
         "events", f"s3://raw/{prefix}/*.csv*", "--lake", lake, "--schemas", str(SCHEMAS)
     )
     # The same bytes re-delivered under new names: recognised by their hash, read from S3.
-    client = _client(s3)
+    client = boto_client(s3)
     for item in client.list_objects_v2(Bucket="raw", Prefix=f"{prefix}/")["Contents"]:
         new_key = item["Key"].replace(f"{prefix}/", f"{prefix}-again/renamed-")
         client.copy_object(

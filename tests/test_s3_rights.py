@@ -14,15 +14,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from infra.s3 import server as s3_server
 from pipelines import sample
 from pipelines.storage.s3 import RIGHTS
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
-from tests.helpers import REPO, last_json_line, run_cli
+from tests.helpers import REPO, boto_client, last_json_line, run_cli
 
 pytestmark = [
     pytest.mark.s3,
@@ -75,7 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     info = s3_server.start(state, [SOURCES, LAKE], "seaweedfs", identities=users)
     raw = tmp_path_factory.mktemp("rights-raw")
     sample.write_events(raw, seed=21, files=2, rows=60)
-    admin = _client(info)
+    admin = boto_client(info)
     for path in sorted(raw.iterdir()):
         admin.upload_file(str(path), SOURCES, f"landing/{path.name}")
     yield {"info": info, "state": state, "users": users, "sources": _objects(admin)}
@@ -85,18 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 @pytest.fixture(autouse=True)
 def sources_untouched(server: dict[str, Any]) -> Iterator[None]:
     yield
-    assert _objects(_client(server["info"])) == server["sources"]
-
-
-def _client(info: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=info["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=info["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=info["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    assert _objects(boto_client(server["info"])) == server["sources"]
 
 
 def _objects(client: Any) -> dict[str, tuple[str, str]]:
@@ -154,7 +141,7 @@ def test_read_only_on_the_lake_fails_before_reading_any_data(server: dict[str, A
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: the lake s3a://{LAKE}/read-only refused s3:PutObject")
     assert RIGHTS in lines[0]
-    listing = _client(server["info"]).list_objects_v2(Bucket=LAKE, Prefix="read-only/")
+    listing = boto_client(server["info"]).list_objects_v2(Bucket=LAKE, Prefix="read-only/")
     assert listing.get("KeyCount", 0) == 0  # nothing written, no table, no lease
 
 

@@ -16,30 +16,16 @@ import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from infra.k8s import generate
 from infra.monitoring import servers
 from pipelines import sample
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
-from tests.helpers import Receiver, run_cli
+from tests.helpers import Receiver, boto_client, run_cli
 
 pytestmark = pytest.mark.s3
-
-
-def _client(s3: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path"}),
-    )
 
 
 def _strict_schemas(folder: Path) -> Path:
@@ -68,7 +54,7 @@ def test_the_secret_key_is_in_nothing_lakeshard_writes_or_sends(
 ) -> None:
     secret = s3["AWS_SECRET_ACCESS_KEY"]
     prefix = s3["prefix"]
-    client = _client(s3)
+    client = boto_client(s3)
     raw = tmp_path / "raw"
     sample.write_events(raw, seed=31, files=2, rows=40)
     for path in sorted(raw.iterdir()):
