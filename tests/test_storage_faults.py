@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 from infra.s3.faults import SlowDownProxy, Toxiproxy
 from pipelines import sample
 from tests.conftest import SCHEMAS, TEST_SPARK_CONF
-from tests.helpers import REPO, ingest_quietly
+from tests.helpers import REPO, artifacts, ingest_quietly
 from tests.test_chaos import PHASES, _run_log_problems, _snapshot
 from tests.test_s3 import upload_folder
 
@@ -196,8 +196,9 @@ def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
                 plans.append(later)
             attempt += 1
 
+    table = ["storage fault matrix (fault | phases the fault met | outcome):"]
+    table += [f"  {fault:34} | {phases:90} | {shown}" for fault, phases, shown in rows]
+    (artifacts() / "storage-faults.txt").write_text("\n".join(table) + "\n")  # also under xdist
     with capsys.disabled():
-        print("\nstorage fault matrix (fault | phases the fault met | outcome):")
-        for fault, phases, shown in rows:
-            print(f"  {fault:34} | {phases:90} | {shown}")
+        print("\n" + "\n".join(table))
     assert failures == []
