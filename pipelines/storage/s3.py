@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipelines.config import S3Settings, Secret, s3_settings
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, StorageError
 
 
 def s3_client(s3: S3Settings | None = None, *, probe: bool = False) -> Any:
@@ -82,7 +82,7 @@ def check_lake_reachable(lake: str, s3: S3Settings | None = None, *, writes: boo
     except (BotoCoreError, OSError) as exc:
         raise ConfigError(f"cannot reach the lake {where}: {type(exc).__name__}") from None
     if writes:
-        _check_writable(client, lake)
+        _check_writable(s3_client(s3), lake)  # the full retry policy: a 503 is tried again
 
 
 def _check_writable(client: Any, lake: str) -> None:
@@ -104,7 +104,12 @@ def _check_writable(client: Any, lake: str) -> None:
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = exc.response.get("Error", {}).get("Code", status)
+            where = f"{parsed.netloc}/{key.rsplit('/', 1)[0]}/"
+            if status != 403 and code != "AccessDenied":  # the store failing, not a right missing
+                raise StorageError(
+                    f"cannot write to the lake {lake} ({right} on {where}: {code})"
+                ) from None
             raise ConfigError(
-                f"the lake {lake} refused {right} on {parsed.netloc}/{key.rsplit('/', 1)[0]}/ "
-                f"({code}): a run needs the rights in {RIGHTS}"
+                f"the lake {lake} refused {right} on {where} ({code}): a run needs the rights "
+                f"in {RIGHTS}"
             ) from None
