@@ -248,6 +248,7 @@ class Lease:
                     self._lost = "a newer claim replaced it"
                     return
                 expires_at = time.time() + self.ttl_s
+                self._renewal_error = "no answer yet"  # until the write returns
                 self.store.write(self.generation, {**vars(self.claim), "expires_at": expires_at})
                 self.claim.expires_at = expires_at
                 self._renewal_error = None
