@@ -177,7 +177,9 @@ def data_files(uri: str) -> DataFiles | None:
             return None
         for info in base.files:
             live.update((a["path"], a) for a in log.checkpoint_adds(info.path))
-    first = 0 if base is None else base.version + 1
+    # From the checkpoint's own commit on, not the one after: replaying it again changes
+    # nothing (the checkpoint holds its result), and reading it finds a truncated newest commit.
+    first = 0 if base is None else base.version
     versions = [v for v in range(first, snap.version + 1) if v in log.commits]
     for actions in log.read_commits(versions):
         for action in actions:

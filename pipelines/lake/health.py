@@ -9,7 +9,8 @@ A damaged object gets one line that names it and says what to do (:class:`Damage
   creates all four before it writes anything, so only a deletion explains it. Without the
   ledger every source file would be read again; without the run log no run is accounted for;
 * a data file the table's latest version reads that is gone from storage (deleted behind
-  Delta's back): a run would otherwise work on a table that silently lacks those rows.
+  Delta's back): a run would otherwise work on a table that silently lacks those rows. (Tables
+  whose files only Delta can resolve, such as column-mapped ones, are left to Delta's reader.)
 
 Cost: one listing and one read of the newest commit per table, the newest checkpoint's footer,
 the table's live files replayed from its log, and one recursive listing of the table's folder
@@ -21,7 +22,7 @@ from __future__ import annotations
 import pyarrow.fs as pafs
 
 from pipelines.config import Config
-from pipelines.errors import DamagedLake, first_line
+from pipelines.errors import DamagedLake, StorageError, first_line
 from pipelines.lake import deltalog
 from pipelines.storage import arrowfs
 
@@ -31,7 +32,11 @@ RESTORE = "restore it from a backup or an earlier object version"
 def check(settings: Config, dataset: str) -> None:
     """Raise DamagedLake naming the first damaged object of ``dataset``; None: all whole."""
     table = settings.table_uri(dataset)
-    version = deltalog.check_log(table)
+    # Replaying the live files reads the whole log since the newest checkpoint (and that
+    # checkpoint): what check_log checks, in the same pass. Tables it declines (column mapping,
+    # deletion vectors, V2 checkpoints) get check_log instead.
+    live = deltalog.data_files(table)
+    version = live.version if live is not None else deltalog.check_log(table)
     beside = {
         "quarantine": settings.quarantine_uri(dataset),
         "file ledger": settings.ledger_uri(dataset),
@@ -44,8 +49,8 @@ def check(settings: Config, dataset: str) -> None:
                 f"(version {version}): {RESTORE}; lakeshard does not recreate it, since "
                 f"{_without(what)}"
             )
-    if version is not None:
-        check_data_files(table)
+    if live is not None:
+        check_data_files(table, live)
 
 
 def _without(what: str) -> str:
@@ -56,17 +61,15 @@ def _without(what: str) -> str:
     }[what]
 
 
-def check_data_files(uri: str) -> None:
-    """Every file the table's latest version reads is in storage (tables whose files only
-    Delta can resolve, such as column-mapped ones, are left to Delta's own reader)."""
-    live = deltalog.data_files(uri)
-    if live is None or not live.files:
+def check_data_files(uri: str, live: deltalog.DataFiles) -> None:
+    """Every file the table's latest version reads (``live``, from its log) is in storage."""
+    if not live.files:
         return
     _, root = arrowfs.filesystem(uri)
     try:
         listed = live.fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as exc:
-        raise DamagedLake(f"cannot list the data files of {uri}: {first_line(exc)}") from None
+        raise StorageError(f"cannot list the data files of {uri}: {first_line(exc)}") from None
     present = {info.path for info in listed if info.type == pafs.FileType.File}
     missing = [f.path for f in live.files if f.path not in present]
     if missing:
