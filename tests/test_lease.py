@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -328,3 +330,40 @@ def test_a_run_that_cannot_record_its_outcome_is_closed_by_the_next(
     assert states[first["run_id"]]["rows_written"] == first["rows_written"]
     assert states[second["run_id"]]["status"] == "succeeded"
     assert runlog.unfinished_runs(spark, log) == []
+
+
+def test_a_run_failing_after_its_quarantine_commit_counts_only_what_it_committed(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage failure between the quarantine commit and the table commit (a lease lost to
+    an outage, say): the failed run's record balances with the rows it quarantined, and the
+    rerun's records add up to the tables."""
+    from pipelines.ingest import write
+    from tests.test_chaos import _run_log_problems, _snapshot
+
+    sample.write_events(tmp_path / "raw")
+    lake_dir = tmp_path / "lake"
+    args = ["events", str(tmp_path / "raw"), "--lake", str(lake_dir), "--schemas", str(SCHEMAS)]
+
+    def outage(*_: Any) -> bool:
+        raise StorageError("injected: the lake stopped answering")
+
+    monkeypatch.setattr(write, "prepare_table", outage)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["ingest", *args]) == 1
+    monkeypatch.undo()
+    log = str(lake_dir / "_lakeshard/runs/events")
+    (failed,) = [r for r in runlog.read_runs(spark, log) if r["status"] == "failed"]
+    assert failed["rows_quarantined"] > 0
+    counts = {k: failed[k] for k in ("rows_read", "rows_written", "rows_duplicate")}
+    assert counts == {
+        "rows_read": failed["rows_quarantined"],
+        "rows_written": 0,
+        "rows_duplicate": 0,
+    }
+    uncommitted = json.loads(failed["details"])["uncommitted"]
+    assert uncommitted["rows_read"] > failed["rows_read"]  # what it had read is not lost
+
+    rerun = ingest_quietly(*args)
+    assert rerun["rows_quarantined"] == 0  # already there: counted as duplicates
+    assert _run_log_problems(lake_dir, _snapshot(lake_dir)) == []

@@ -123,12 +123,6 @@ WHOLE_RUN = {  # fault -> how to switch it on (toxiproxy, http proxy); one run e
 MOMENT = ("connection reset", "connection stalls", "server gone")
 
 
-@pytest.mark.xfail(
-    reason="issue 17, open: a run that loses its lease to a storage outage after its quarantine "
-    "commit leaves a failed run record whose rows do not add up (run-log accounting), seen with "
-    "'server gone' bursts; the matrix is kept in build/test-artifacts/storage-faults.txt",
-    strict=False,
-)
 def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
     spark: SparkSession,
     s3: dict[str, str],

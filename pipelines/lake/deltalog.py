@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
-from pipelines.errors import ConfigError, DamagedLake, first_line
+from pipelines.errors import ConfigError, DamagedLake, StorageError, first_line
 from pipelines.storage import arrowfs
 
 CONSTRAINT_PREFIX = "delta.constraints."
@@ -474,8 +474,8 @@ class _Log:
         return actions
 
     def fail(self, problem: str, *, damaged: bool = True) -> NoReturn:
-        if not damaged:  # the storage did not answer: nothing is known to be wrong with the log
-            raise ConfigError(f"cannot read the Delta log of {self.uri}: {problem}")
+        if not damaged:  # the storage did not answer (after retries): the log may be whole
+            raise StorageError(f"storage failed reading the Delta log of {self.uri}: {problem}")
         raise DamagedLake(
             f"damaged Delta log of {self.uri}: {problem}; restore it from a backup or an earlier "
             f"object version (Delta never rewrites a log file), then check the table with "

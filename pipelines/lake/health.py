@@ -69,7 +69,9 @@ def check_data_files(uri: str, live: deltalog.DataFiles) -> None:
     try:
         listed = live.fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as exc:
-        raise StorageError(f"cannot list the data files of {uri}: {first_line(exc)}") from None
+        raise StorageError(
+            f"storage failed listing the data files of {uri}: {first_line(exc)}"
+        ) from None
     present = {info.path for info in listed if info.type == pafs.FileType.File}
     missing = [f.path for f in live.files if f.path not in present]
     if missing:

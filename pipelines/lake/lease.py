@@ -302,7 +302,7 @@ def acquire(uri: str, run_id: str, ttl_s: float, wait_s: float) -> Lease:
     except (ConfigError, PolicyError, Terminated):
         raise
     except Exception as exc:
-        raise StorageError(f"cannot take the lease at {uri}: {first_line(exc)}") from None
+        raise StorageError(f"storage failed taking the lease at {uri}: {first_line(exc)}") from None
 
 
 def _claim(store: Store, run_id: str, ttl_s: float, wait_s: float) -> Lease:

@@ -28,6 +28,7 @@ from pipelines.runs.summary import (
     DETAILS,
     ROW_COUNTS,
     Summary,
+    keep_committed,
     new_run_id,
     phase,
 )
@@ -106,6 +107,8 @@ def run_recorded(
             summary.status, error = "failed", f"interrupted ({type(exc).__name__})"
             raise
         finally:
+            if summary.status == "failed":
+                keep_committed(summary)
             if meter is not None:
                 try:  # the running record came before the meter, the final one comes after
                     summary.extra["metrics"] = meter.finish(own_commits=2)

@@ -16,7 +16,16 @@ ROW_COUNTS = ("rows_read", *ROW_OUTCOMES)
 # The counts a run's data commit carries in its metadata (rows_written comes from the commit).
 COMMIT_COUNTS = tuple(key for key in ROW_COUNTS if key != "rows_written")
 # Summary fields kept in the run log's ``details`` JSON.
-DETAILS = ("rules", "drift", "rows_released", "rows_updated", "phases_s", "source_bytes", "metrics")
+DETAILS = (
+    "rules",
+    "drift",
+    "rows_released",
+    "rows_updated",
+    "phases_s",
+    "source_bytes",
+    "metrics",
+    "uncommitted",  # what a failed run had counted but not committed (see keep_committed)
+)
 PHASES = "phases_s"  # seconds per phase of the run, in the order they ran
 
 
@@ -36,12 +45,30 @@ class Summary:
     rows_quarantined: int = 0
     rows_dropped: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The run's data commit landed, or it had none to make: its counts are final. Until then
+    # only its quarantine commit is real (see :func:`keep_committed`).
+    counts_final: bool = False
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["counts_final"]
         extra = data.pop("extra")
         data.update(extra)
         return data
+
+
+def keep_committed(out: Summary) -> None:
+    """Make a run that failed before its counts were final count only what it committed, as a
+    dead run is closed (``abandoned``): the rows it quarantined, read and quarantined. The rows
+    it read and planned but never wrote are read again by the next run, which counts them; what
+    this run had counted is kept under ``uncommitted`` in its record's details."""
+    if out.counts_final:
+        return
+    partial = {key: getattr(out, key) for key in ROW_COUNTS}
+    if any(partial.values()):
+        out.extra["uncommitted"] = partial
+    out.rows_read = out.rows_quarantined
+    out.rows_written = out.rows_duplicate = out.rows_dropped = 0
 
 
 @contextmanager

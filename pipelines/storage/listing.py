@@ -50,7 +50,9 @@ def list_sources(spark: SparkSession, sources: list[str]) -> list[SourceFile]:
         try:
             matches = path.getFileSystem(conf).globStatus(path)
         except Exception as exc:  # py4j wraps the Java exception
-            raise StorageError(f"cannot list source {source}: {first_line(exc)}") from None
+            raise StorageError(
+                f"storage failed listing source {source}: {first_line(exc)}"
+            ) from None
         if matches is None or len(matches) == 0:
             raise ConfigError(f"source {source} matches no file")
         # The entry a listed file was matched through is its ancestor at the pattern's depth
@@ -110,7 +112,7 @@ def _bulk_list(spark: SparkSession, root: str) -> list[SourceFile]:
                 .toArrow()
             )
     except Exception as exc:
-        raise StorageError(f"cannot list {root}: {first_line(exc)}") from None
+        raise StorageError(f"storage failed listing {root}: {first_line(exc)}") from None
     modified_ms = pc.divide(table["modificationTime"].cast(pa.int64()), 1000)
     return [
         SourceFile(uri=path, size=size, modified_ms=ms)
