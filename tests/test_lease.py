@@ -190,6 +190,25 @@ def test_a_lease_that_storage_failed_to_renew_is_a_storage_error(tmp_path: Path)
     holder.release()
 
 
+def test_a_lease_that_expires_while_storage_has_not_answered_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat stuck in its listing (a client retrying against storage that resets every
+    connection) outlives the claim: the run stops naming storage, not another run."""
+    holder = lease.acquire(f"file://{tmp_path}", "run-stuck", ttl_s=1.0, wait_s=0)
+    listed = holder.store.generations
+
+    def hangs() -> list[int]:
+        time.sleep(2.0)
+        return listed()
+
+    holder.store.generations = hangs  # type: ignore[method-assign]
+    time.sleep(1.6)
+    with pytest.raises(StorageError, match=r"storage failed while renewing it \(no answer yet\)"):
+        holder.check()
+    holder.release()
+
+
 def test_the_heartbeat_keeps_a_long_run_s_lease_and_a_stalled_run_loses_it(where: str) -> None:
     ttl = 2.0
     holder = lease.acquire(where, "run-long", ttl_s=ttl, wait_s=0)

@@ -243,12 +243,15 @@ class Lease:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
+            # Until this beat's listing and write return (their retries can outlast the claim):
+            # a claim that expires meanwhile was lost to storage, not to another run.
+            self._renewal_error = "no answer yet"
             try:
                 if max(self.store.generations(), default=0) != self.generation:
+                    self._renewal_error = None
                     self._lost = "a newer claim replaced it"
                     return
                 expires_at = time.time() + self.ttl_s
-                self._renewal_error = "no answer yet"  # until the write returns
                 self.store.write(self.generation, {**vars(self.claim), "expires_at": expires_at})
                 self.claim.expires_at = expires_at
                 self._renewal_error = None
