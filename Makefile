@@ -72,6 +72,7 @@ bench: env ## benchmarks: ratios against a baseline measured in the same run (BE
 	$(PY) bench/loader.py
 	$(PY) bench/gpu_feed.py
 	$(PY) bench/maintain.py
+	$(PY) bench/evolution.py
 
 large: env ## ingest a generated 3 GB input as a user would, at the default memory; print time and peak memory
 	$(PY) bench/large_input.py

@@ -187,9 +187,12 @@ def table_problems(table: Path, runs: Path, spark: Any = None) -> list[str]:
     data = DeltaTable(str(table))
     version = data.version()
     snapshot = deltalog.snapshot(table.as_uri())
-    mapped = snapshot is not None and snapshot.configuration.get("delta.columnMapping.mode")
-    if mapped not in (None, "none") and spark is not None:
-        # delta-rs 1.x reads a column-mapped table's columns as nulls: Spark reads these.
+    config = snapshot.configuration if snapshot is not None else {}
+    mapped = config.get("delta.columnMapping.mode", "none") != "none"
+    widened = config.get("delta.enableTypeWidening") == "true"
+    if (mapped or widened) and spark is not None:
+        # delta-rs 1.x reads a column-mapped table's columns as nulls and refuses type
+        # widening (evolution: in_place): Spark reads these.
         frame = spark.read.format("delta").option("versionAsOf", version).load(str(table))
         hashes = frame.select(CONTENT_HASH).toArrow().column(CONTENT_HASH)
     else:

@@ -58,7 +58,7 @@ def _schema(spark: SparkSession, uri: str, version: int | None = None) -> list[t
 
 
 @pytest.mark.s3
-def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
+def test_in_place_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
     spark: SparkSession, s3: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = s3["prefix"]
@@ -66,7 +66,7 @@ def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
     schemas.mkdir(parents=True)
     # A rule on price guards the table as a CHECK constraint; widening price must still work.
     (schemas / "dataset.yaml").write_text(
-        "format: json\ncompatibility: backward\n"
+        "format: json\ncompatibility: backward\nevolution: in_place\n"
         'rules:\n  - {name: priced, expr: "price >= 0", on_violation: quarantine}\n'
     )
     (schemas / "v1.yaml").write_text(V1)
@@ -154,13 +154,13 @@ def test_evolution_story_on_s3_v1_v2_v3_then_an_incompatible_v4(
     assert [c["description"] for c in history["v3"]["changes"]] == ["price: widened int -> bigint"]
 
 
-def test_renames_and_drops_through_column_mapping_keep_old_rows(
+def test_in_place_renames_and_drops_through_column_mapping_keep_old_rows(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     schemas = tmp_path / "schemas" / "items"
     schemas.mkdir(parents=True)
     rule = 'rules:\n  - {name: priced, expr: "price >= 0", on_violation: quarantine}\n'
-    (schemas / "dataset.yaml").write_text("format: json\n" + rule)
+    (schemas / "dataset.yaml").write_text("format: json\nevolution: in_place\n" + rule)
     (schemas / "v1.yaml").write_text(V1)
     where = ["--lake", str(tmp_path / "lake"), "--schemas", str(tmp_path / "schemas")]
     raw = tmp_path / "raw"
@@ -174,7 +174,7 @@ def test_renames_and_drops_through_column_mapping_keep_old_rows(
     _ingest("items", str(_lines(raw / "2", "b.jsonl", '{"id": 2, "price": 20, "sku": "s"}')), where)
     # v3 renames name -> title and drops price, v4 adds x; one run takes both. The rule on
     # price goes with the column (its CHECK constraint would block the drop).
-    (schemas / "dataset.yaml").write_text("format: json\n")
+    (schemas / "dataset.yaml").write_text("format: json\nevolution: in_place\n")
     (schemas / "v3.yaml").write_text(
         "columns:\n  - {name: id, type: long, nullable: false}\n  - {name: sku, type: string}\n"
         "  - {name: title, type: string, renamed_from: name}\n"

@@ -55,15 +55,25 @@ def test_the_notebook_runs_against_the_demo_lake(
     assert f"lake: {(tmp_path / 'lake').as_uri()}" in printed
     assert "version 1: 1,074 rows" in printed  # the demo's events, read back by Spark
     measured = json.loads(printed.split("EVOLVED_READERS ", 1)[1].splitlines()[0])
-    assert measured["Spark"] is True
+    assert set(measured) == {"portable", "in_place"}
+    assert all(measured["portable"].values())  # the default: every engine reads the table
+    assert all(engines["Spark"] for engines in measured.values())
     assert measured == readme_matrix(), "the README's reader matrix differs from what ran"
-    refused = not all(measured.values())
-    assert f"spark_free_readable = {not refused}" in printed  # status agrees with the engines
+    for mode, engines in measured.items():  # status agrees with the engines
+        readable = all(engines.values())
+        assert f"{mode:9} lakeshard status: spark_free_readable = {readable}" in printed
 
 
-def readme_matrix() -> dict[str, bool]:
-    """Engine -> reads, from the README table between the evolved-readers markers."""
+def readme_matrix() -> dict[str, dict[str, bool]]:
+    """Mode -> engine -> reads, from the README table between the evolved-readers markers."""
     match = README_MATRIX.search((REPO / "README.md").read_text())
     assert match, "README.md lacks the <!-- evolved-readers --> table"
-    rows = [line.split("|")[1:-1] for line in match.group(1).strip().splitlines()[2:]]
-    return {cells[0].strip().split(" ")[0]: cells[1].strip().startswith("yes") for cells in rows}
+    lines = match.group(1).strip().splitlines()
+    modes = [cell.strip().strip("`") for cell in lines[0].split("|")[2:-1]]
+    matrix: dict[str, dict[str, bool]] = {mode: {} for mode in modes}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        engine = cells[0].split(" ")[0]
+        for mode, cell in zip(modes, cells[1:], strict=True):
+            matrix[mode][engine] = cell.startswith("yes")
+    return matrix

@@ -172,11 +172,19 @@ def test_rescued_rows_are_hashed_with_their_rescued_content(
     assert report["checks"]["hashes"]["mismatches"] == 1
 
 
+@pytest.mark.parametrize("mode", ["portable", "in_place"])
 def test_renamed_and_widened_columns_hash_under_their_old_definition(
-    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str
 ) -> None:
+    """Either way of evolving the table (a rewrite, or column mapping and type widening)."""
     folder = tmp_path / "schemas" / "items"
-    declare(tmp_path / "schemas", "items", "json", [("id", "long"), ("name", "string")])
+    declare(
+        tmp_path / "schemas",
+        "items",
+        "json",
+        [("id", "long"), ("name", "string")],
+        extra=f"evolution: {mode}\n",
+    )
     (folder / "v1.yaml").write_text(
         "columns:\n  - {name: id, type: long}\n  - {name: name, type: string}\n"
         "  - {name: price, type: int}\n  - {name: day, type: date}\n"

@@ -153,13 +153,18 @@ def maintain(args: argparse.Namespace, settings: Config) -> int:
     dataset = load_dataset(settings.schemas, args.dataset)
     _lake_ready(settings, [dataset.name], writes=not args.dry_run)
     if args.dry_run:
-        report = maintain.plan(settings, dataset)
+        report = maintain.plan(settings, dataset, portable=args.portable)
     else:
         from pipelines.spark import get_spark
 
         spark = get_spark(config=settings)
         report = maintain.maintain(
-            spark, settings, dataset, settings.lease_wait_s, settings.lease_ttl_s
+            spark,
+            settings,
+            dataset,
+            settings.lease_wait_s,
+            settings.lease_ttl_s,
+            portable=args.portable,
         )
     _emit(report, args.json, maintain.print_report)
     return EXIT_OK

@@ -299,6 +299,7 @@ _MAINTAIN_EXAMPLES = """\
 examples:
   lakeshard maintain events --dry-run
   lakeshard maintain events --wait 600 --json
+  lakeshard maintain events --portable      # an evolution: in_place table, readable by all again
   spark-submit jobs/maintain.py events --lake s3a://lake/prod --json
 
 For the dataset's table, quarantine, file ledger and run log: compact each partition's small
@@ -326,6 +327,14 @@ def _maintain_verb(verbs: Any) -> None:
         "--dry-run",
         action="store_true",
         help="say what would be compacted, from the Delta logs alone (no Spark, no lease)",
+    )
+    maintain.add_argument(
+        "--portable",
+        action="store_true",
+        help=(
+            "first drop the reader features an in-place schema change switched on (column "
+            "mapping, type widening), so delta-rs, DuckDB and Polars read the table again"
+        ),
     )
     _lease_flags(maintain)
     _common(maintain)

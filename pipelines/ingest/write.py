@@ -44,12 +44,18 @@ BROADCAST_BATCH_MAX = 4_000_000  # a batch's distinct hashes sent to every task 
 
 
 def prepare_table(
-    spark: SparkSession, uri: str, dataset: Dataset, plan: evolution.Evolution | None
+    spark: SparkSession,
+    uri: str,
+    dataset: Dataset,
+    plan: evolution.Evolution | None,
+    run_id: str,
 ) -> bool:
     """Just before the data commit: drop lakeshard's CHECK constraints that are stale (or all
     of them when the schema evolves: Delta refuses to rename, drop or widen a column that a
-    constraint names), then apply the evolution's metadata commits. True when the data commit
-    must merge the schema (new columns, wider types). :func:`add_constraints` follows it."""
+    constraint names), apply the evolution's metadata commits, rewrite the table under the
+    current schema (``evolution: portable``), then try to make columns required. True when the
+    data commit must merge the schema (new columns, wider types). :func:`add_constraints`
+    follows it."""
     evolving = plan is not None and plan.needed
     present = delta.properties(spark, uri)
     drop, _ = rules.constraint_changes(
@@ -62,6 +68,11 @@ def prepare_table(
         for statement in plan.statements:
             progress(f"schema: ALTER TABLE … {statement}")
             delta.alter(spark, uri, statement)
+        if plan.rewrite is not None:
+            progress(f"schema: rewriting {uri} as {dataset.schema.label} (evolution: portable)")
+            rewritten = plan.rewrite.frame(delta.read_table(spark, uri))
+            notes = {"rewrite": f"{plan.table_label} -> {dataset.schema.label}"}
+            delta.overwrite(rewritten, uri, run_id, notes, plan.rewrite.partition_by)
         for statement in plan.try_statements:
             try:
                 delta.alter(spark, uri, statement)
@@ -256,7 +267,7 @@ def write_new_rows(
             _upsert(spark, dataset, new_rows, pending, out, held, change)
         elif pending:
             held.check()
-            merge = prepare_table(spark, out.table, dataset, change)
+            merge = prepare_table(spark, out.table, dataset, change, out.run_id)
             progress(f"writing {pending:,} new rows to {out.table}")
             with phase(out, "write"):
                 commit = checked(
@@ -303,7 +314,7 @@ def _upsert(
     if not pending:
         return
     held.check()
-    merge = prepare_table(spark, out.table, dataset, change)
+    merge = prepare_table(spark, out.table, dataset, change, out.run_id)
     progress(f"upserting up to {pending:,} rows into {out.table} by {', '.join(dedup.keys)}")
     with phase(out, "write"):
         commit = checked(

@@ -40,14 +40,17 @@ def data_commit(
     user_metadata: str | Mapping[str, Any] | None,
 ) -> Commit | None:
     """The run's data commit this history entry is, or None: entries whose userMetadata names
-    no run id, a replay's marking of the quarantine (``marks``), and metadata-only commits."""
+    no run id, a replay's marking of the quarantine (``marks``), a rewrite of the table under a new
+    schema (``rewrite``: it moves rows, adds none), and metadata-only commits."""
     notes: Any = user_metadata or {}
     if isinstance(notes, str):
         try:
             notes = json.loads(notes)
         except ValueError:
             return None
-    if not isinstance(notes, Mapping) or "run_id" not in notes or "marks" in notes:
+    if not isinstance(notes, Mapping) or "run_id" not in notes:
+        return None
+    if "marks" in notes or "rewrite" in notes:  # a replay's marks; a portable schema rewrite
         return None
     metrics = metrics or {}
     if operation == "MERGE":  # an upsert: it rewrites files, so count its changes

@@ -90,6 +90,27 @@ def append(
     return commit_of(frame.sparkSession, uri, run_id)
 
 
+def overwrite(
+    frame: DataFrame,
+    uri: str,
+    run_id: str,
+    notes: dict[str, Any],
+    partition_by: Sequence[str],
+) -> None:
+    """Replace the table's rows and schema with ``frame`` in one commit, tagged like
+    :func:`append`. The history stays: earlier versions still read as they were."""
+    metadata = json.dumps({"run_id": run_id, **notes}, sort_keys=True)
+    (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", metadata)
+        .option("compression", "zstd")
+        .partitionBy(*partition_by)
+        .save(uri)
+    )
+
+
 def upsert(
     frame: DataFrame,
     uri: str,

@@ -30,9 +30,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from pipelines.config import Config
-from pipelines.lake import deltalog
+from pipelines.lake import delta, deltalog
 from pipelines.lake import lease as leases
-from pipelines.runs.progress import progress
+from pipelines.ops.status import spark_only_features
+from pipelines.runs.progress import progress, warn
 from pipelines.runs.summary import new_run_id
 from pipelines.schema.datasets import SAFE_RETAIN_HOURS, Dataset
 from pipelines.storage.listing import session_settings
@@ -60,23 +61,63 @@ class Files:
         return cls(int(detail["numFiles"]), int(detail["sizeInBytes"]), -1)
 
 
-def plan(settings: Config, dataset: Dataset) -> dict[str, Any]:
+def plan(settings: Config, dataset: Dataset, portable: bool = False) -> dict[str, Any]:
     """What :func:`maintain` would do (``--dry-run``): read from the Delta logs, no Spark."""
-    return _report(settings, dataset, True, lambda kind, uri: _planned(uri, dataset))
+    report = _report(settings, dataset, True, lambda kind, uri: _planned(uri, dataset))
+    if portable:
+        features = spark_only_features(settings.table_uri(dataset.name))
+        report["portable"] = {"features_dropped": features, "spark_free_readable": not features}
+    return report
 
 
 def maintain(
-    spark: SparkSession, settings: Config, dataset: Dataset, wait_s: float, ttl_s: float
+    spark: SparkSession,
+    settings: Config,
+    dataset: Dataset,
+    wait_s: float,
+    ttl_s: float,
+    portable: bool = False,
 ) -> dict[str, Any]:
-    """Maintain ``dataset``'s tables under its lease (exit 3 while another run holds it)."""
+    """Maintain ``dataset``'s tables under its lease (exit 3 while another run holds it);
+    ``portable``: first drop the table's reader features (:func:`make_portable`)."""
     run_id = "maintain-" + new_run_id()
     with leases.held(settings.lease_uri(dataset.name), run_id, ttl_s, wait_s) as held:
+        dropped = make_portable(spark, settings, dataset, held.check) if portable else None
 
         def one(kind: str, uri: str) -> dict[str, Any]:
             held.check()
             return _maintain_table(spark, kind, uri, dataset)
 
-        return _report(settings, dataset, False, one)
+        report = _report(settings, dataset, False, one)
+    if dropped is not None:
+        left = spark_only_features(settings.table_uri(dataset.name))
+        report["portable"] = {"features_dropped": dropped, "spark_free_readable": not left}
+    return report
+
+
+def make_portable(
+    spark: SparkSession, settings: Config, dataset: Dataset, check: Callable[[], None]
+) -> list[str]:
+    """Drop the reader features an ``evolution: in_place`` change switched on (column mapping,
+    type widening) from the dataset's table, so that Spark-free readers read it again.
+
+    Delta's ``DROP FEATURE`` rewrites the files that need it (physical column names, values of
+    the old type) and downgrades the protocol, keeping the history (a ``checkpointProtection``
+    writer feature guards it; readers need nothing). Versions from before the drop still carry
+    the features: time travel to them stays Spark-only. Returns the features dropped."""
+    uri = settings.table_uri(dataset.name)
+    features = spark_only_features(uri)
+    for feature in features:
+        check()
+        progress(f"maintain {dataset.name} table: dropping the reader feature {feature}")
+        delta.alter(spark, uri, f"DROP FEATURE {feature}")
+    if features and dataset.evolution == "in_place":
+        warn(
+            f"{dataset.declaration} declares evolution: in_place, so the next rename, drop "
+            f"or widening switches {', '.join(features)} on again (evolution: portable "
+            "rewrites the table instead)"
+        )
+    return features
 
 
 def _report(
@@ -196,6 +237,10 @@ def print_report(report: dict[str, Any]) -> None:
     """The report as a table a person reads (``--json`` prints it whole)."""
     what = "would be" if report["dry_run"] else "was"
     print(f"{report['dataset']}: maintenance {what} done in {report['seconds']:.1f}s")
+    if "portable" in report:
+        dropped = report["portable"]["features_dropped"]
+        shown = ", ".join(dropped) if dropped else "none (the table was portable already)"
+        print(f"  reader features {'to drop' if report['dry_run'] else 'dropped'}: {shown}")
     print(f"  {'table':<11} {'files':>15} {'MB':>19} {'removed':>8}")
     for kind, counts in report["tables"].items():
         files = f"{counts['files_before']:,} -> {counts['files_after']:,}"

@@ -19,6 +19,10 @@ FORMATS = ("csv", "json", "parquet")
 # Declared text encodings (csv and json): Python codec names, also understood by Java.
 ENCODINGS = ("utf-8", "utf-16", "utf-16le", "utf-16be", "latin-1", "cp1252")
 ON_CHANGED_FILE = ("reject", "reingest")
+# How a table takes a schema change that Delta makes in place only with reader features (rename,
+# drop, type widening): portable rewrites the table once so every engine still reads it;
+# in_place uses column mapping and type widening (no rewrite; Spark-free readers may refuse it).
+EVOLUTION = ("portable", "in_place")
 # Schema registries' compatibility modes (pipelines.schema.compat); backward is their default.
 COMPATIBILITY = MODES
 # What happens to a record whose fields do not fit the declared schema (unknown fields, values
@@ -173,6 +177,7 @@ class Dataset:
     on_changed_file: str = "reject"
     limits: Limits = field(default_factory=Limits)
     compatibility: str = "backward"
+    evolution: str = "portable"
     on_drift: str = "quarantine"
     rules: tuple[Rule, ...] = ()
     dedup: Dedup = field(default_factory=Dedup)

@@ -18,6 +18,7 @@ from pipelines.schema.datasets import (
     COMPATIBILITY,
     DEDUP_SCOPES,
     ENCODINGS,
+    EVOLUTION,
     FORMATS,
     NAME,
     ON_CHANGED_FILE,
@@ -86,6 +87,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
     on_changed_file = decl.choice("on_changed_file", ON_CHANGED_FILE, default="reject")
     limits = _limits(decl.mapping("limits")) if decl.has("limits") else Limits()
     compatibility = decl.choice("compatibility", COMPATIBILITY, default="backward")
+    evolution_mode = decl.choice("evolution", EVOLUTION, default="portable")
     on_drift = decl.choice("on_drift", ON_DRIFT, default="quarantine")
     rules = _rules(decl)
     dedup = _dedup(decl.mapping("dedup")) if decl.has("dedup") else Dedup()
@@ -122,6 +124,7 @@ def load_dataset(schemas_dir: Path, name: str) -> Dataset:
         on_changed_file=on_changed_file,
         limits=limits,
         compatibility=compatibility,
+        evolution=evolution_mode,
         on_drift=on_drift,
         rules=rules,
         dedup=dedup,

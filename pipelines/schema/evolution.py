@@ -13,6 +13,13 @@ must pass it (``*_transitive``: against every earlier version too), else the run
 * nullability: ``DROP NOT NULL`` / ``SET NOT NULL`` (the latter only when no row breaks it;
   else lakeshard keeps refusing nulls in new rows and says so).
 
+That is ``evolution: in_place``. Column mapping and type widening are *reader* features: Spark
+reads such a table, delta-rs (and DuckDB and Polars through it) refuse it. So the default,
+``evolution: portable``, makes renames, drops and widenings by rewriting the table once instead
+(:class:`Rewrite`): one overwrite commit, in the run's lease just before its data commit, that
+keeps every row, its content hash and bookkeeping, and the table's history; the protocol stays
+what every engine reads. Added columns still come with the data commit (schema merge).
+
 Changes Delta cannot make in place (narrowing, changing a type, a widening Delta does not
 support) are refused with what would be needed: a rewrite of the table.
 """
@@ -22,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.errors import ConfigError, PolicyError
@@ -32,12 +41,36 @@ _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """The table rewritten to the current version's columns (``evolution: portable``), in its
+    declared order: each as ``(its name in the table, or None where it is new; its name now;
+    its type now)``. Bookkeeping columns (``_``) are kept as they are."""
+
+    columns: tuple[tuple[str | None, str, T.DataType], ...]
+    partition_by: tuple[str, ...]
+
+    def frame(self, table: DataFrame) -> DataFrame:
+        """``table``'s rows under the current names and types (new columns null)."""
+        declared = [
+            (
+                F.lit(None).cast(dtype)
+                if old is None
+                else _conform(F.col(_name(old)), table.schema[old].dataType, dtype)
+            ).alias(new)
+            for old, new, dtype in self.columns
+        ]
+        kept = [F.col(_name(f.name)) for f in table.schema.fields if f.name.startswith("_")]
+        return table.select(*declared, *kept)
+
+
+@dataclass(frozen=True)
 class Evolution:
     table_label: str  # the declared version the table holds ("v2"), or "table" if none matches
     changes: tuple[compat.Change, ...]  # from the table to the current version
     statements: tuple[str, ...]  # metadata commits, in order, before the data commit
     try_statements: tuple[str, ...]  # attempted after those; failing ones leave a warning
     merge: bool  # the data commit adds columns or widens types
+    rewrite: Rewrite | None = None  # portable mode: the table is rewritten once first
 
     @property
     def needed(self) -> bool:
@@ -134,7 +167,72 @@ def plan(dataset: Dataset, live: T.StructType, properties: Mapping[str, str]) ->
         # no value (schema merge) is not made NOT NULL on every run: only when a version asks.
         asked = {c.path for c in declared if c.kind == "make_required"}
         changes = [c for c in changes if c.kind != "make_required" or c.path in asked]
+    if dataset.evolution == "portable" and any(c.kind in _REWRITTEN for c in changes):
+        return _portable(dataset, label, table, changes, renames)
     return _steps(dataset, label, table, changes, properties)
+
+
+# The changes Delta makes in place only with reader features (column mapping, type widening).
+_REWRITTEN = ("rename", "drop_nullable", "drop_required", "widen")
+
+
+def _portable(
+    dataset: Dataset,
+    label: str,
+    table: T.StructType,
+    changes: list[compat.Change],
+    renames: Mapping[str, str],
+) -> Evolution:
+    """Renames, drops, widenings and added columns by one rewrite.
+
+    Delta keeps no NOT NULL through an overwrite that replaces the schema (and cannot set it
+    again on a column that holds data), so after a rewrite the table's columns are nullable in
+    Delta's schema; lakeshard keeps refusing nulls in required columns at ingest."""
+    current = dataset.schema.struct()
+    sources = set(renames.values())
+    columns: list[tuple[str | None, str, T.DataType]] = []
+    for field in current.fields:
+        old = renames.get(field.name)
+        if old is None and field.name in table.names and field.name not in sources:
+            old = field.name  # else: new, or its name was another column's (renamed away)
+        columns.append((old, field.name, field.dataType))
+    statements: list[str] = []
+    for change in changes:
+        if change.kind == "widen" and change.new == "timestamp_ntz":
+            # The type itself is a table feature that Delta wants switched on by name.
+            statements.append("SET TBLPROPERTIES ('delta.feature.timestampNtz' = 'supported')")
+        elif change.kind in ("narrow", "change_type"):
+            raise PolicyError(
+                f"{dataset.schema.path}: {change.describe()}: lakeshard does not convert "
+                "values to a narrower or other type"
+            )
+    rewrite = Rewrite(tuple(columns), dataset.partition_by)
+    return Evolution(label, tuple(changes), tuple(statements), (), False, rewrite)
+
+
+def _conform(value: Column, old: T.DataType, new: T.DataType) -> Column:
+    """``value`` of type ``old`` as type ``new``: nested fields by name (dropped ones left out,
+    added ones null), arrays and map values element by element, other types by a cast (a
+    widening, which loses nothing)."""
+    if old == new:
+        return value
+    if isinstance(old, T.StructType) and isinstance(new, T.StructType):
+        fields = [
+            (
+                _conform(value.getField(f.name), old[f.name].dataType, f.dataType)
+                if f.name in old.names
+                else F.lit(None).cast(f.dataType)
+            ).alias(f.name)
+            for f in new.fields
+        ]
+        return F.when(value.isNull(), F.lit(None).cast(new)).otherwise(F.struct(*fields))
+    if isinstance(old, T.ArrayType) and isinstance(new, T.ArrayType):
+        return F.transform(value, lambda item: _conform(item, old.elementType, new.elementType))
+    if isinstance(old, T.MapType) and isinstance(new, T.MapType):
+        return F.transform_values(
+            value, lambda _, item: _conform(item, old.valueType, new.valueType)
+        )
+    return value.cast(new)
 
 
 def _steps(
@@ -206,6 +304,11 @@ def _check_widening(dataset: Dataset, table: T.StructType, change: compat.Change
             f"{dataset.schema.path}: {change.describe()}: Delta type widening cannot change "
             f"{old} to {new} in place (it needs a rewrite of the table)"
         )
+
+
+def _name(name: str) -> str:
+    """A top-level column name in backticks (it may hold dots)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _quoted(path: str) -> str:
