@@ -112,7 +112,7 @@ def _snapshot(lake_dir: Path | str) -> dict[str, Any]:
     table = [r["_content_hash"].hex() for r in _read(settings.table_uri("events"))]
     quarantine = [r["_quarantine_key"] for r in _read(settings.quarantine_uri("events"))]
     ledger = [
-        (Path(r["path"]).name, r["file_hash"] and r["file_hash"].hex(), r["outcome"])
+        (Path(r["path"]).name, r["file_hash"].hex() if r["file_hash"] else "", r["outcome"])
         for r in _read(settings.ledger_uri("events"))
     ]
     return {"table": sorted(table), "quarantine": sorted(quarantine), "ledger": sorted(ledger)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import socket
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import xxhash
 from pyspark.sql import SparkSession
 
 from pipelines.config import S3Settings
+from pipelines.errors import StorageError
 from pipelines.ingest import fileplan, inspection
 from pipelines.ingest.layout import Layout
 from pipelines.lake import ledger
@@ -290,3 +292,27 @@ def test_the_file_hash_covers_every_byte_when_the_checks_stop_early(
         assert found.problem is None
     else:
         assert problem in (found.problem or "")
+
+
+def test_a_file_the_storage_fails_to_give_fails_the_run_instead_of_being_rejected(
+    tmp_path: Path,
+) -> None:
+    """An outage while inspecting is the storage's failure, not the file's: no ledger entry
+    that would call the file rejected, and the run stops naming the storage (exit 1)."""
+    dataset_dir = tmp_path / "schemas"
+    _declare(dataset_dir)
+    rules = inspection.FileChecks.of(load_dataset(dataset_dir, "clicks"))
+    with socket.socket() as probe:  # a port nothing listens on: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s3 = S3Settings(endpoint=f"http://127.0.0.1:{port}", attempts=1, connect_timeout_s=1.0)
+    uri = "s3a://raw/clicks/a.jsonl"
+
+    found = inspection.inspect_file(uri, rules, s3)
+
+    assert (found.problem, found.file_hash) == (None, None)
+    assert found.storage_error
+    with pytest.raises(StorageError, match=r"^storage failed reading source s3a://raw/clicks"):
+        fileplan.plan(
+            [SourceFile(uri, 10, 1)], ledger.Known(), lambda _: [found], "reject", "run-1"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pipelines.errors import StorageError
 from pipelines.ingest.inspection import Inspection
 from pipelines.ingest.layout import Layout
 from pipelines.lake.ledger import DUPLICATE, INGESTED, REJECTED, Entry, Known
@@ -46,6 +47,12 @@ def plan(
         else:
             candidates.append(source)
     inspections = {i.uri: i for i in inspect(candidates)} if candidates else {}
+    unread = [i for i in inspections.values() if i.storage_error is not None]
+    if unread:
+        more = f" (and {len(unread) - 1} more file(s))" if len(unread) > 1 else ""
+        raise StorageError(
+            f"storage failed reading source {unread[0].uri}{more}: {unread[0].storage_error}"
+        )
     for source in candidates:
         inspection = inspections[source.uri]
         digest = inspection.file_hash

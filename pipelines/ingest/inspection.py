@@ -53,6 +53,9 @@ class Inspection:
     file_hash: bytes | None  # None when the file could not be read at all
     problem: str | None  # why the whole file is rejected; None for a file fit to read
     layout: Layout | None = None  # a text file's charset and line break, for the reader
+    # The storage failed to give the file's bytes (after retries): the run fails, the file is
+    # not judged (a file rejected for an outage would stay in the ledger as rejected).
+    storage_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,14 @@ def inspect_file(uri: str, rules: FileChecks, s3: S3Settings) -> Inspection:
                     layout_of(head, rules.encoding), line_records=line_records
                 )
     except (OSError, pa.ArrowException) as exc:
-        if hashing is None or hashing.failed is not None:
+        if hashing is not None and hashing.failed is None:
+            # Every byte came; decoding them failed (a corrupt file).
+            return Inspection(uri, hashing.digest(), f"cannot read the file: {first_line(exc)}")
+        failure = hashing.failed if hashing is not None and hashing.failed else exc
+        if isinstance(failure, FileNotFoundError | PermissionError | IsADirectoryError):
+            # Deleted or locked since the listing: this file's problem, not the storage's.
             return Inspection(uri, None, f"cannot read the file: {first_line(exc)}")
-        return Inspection(uri, hashing.digest(), f"cannot read the file: {first_line(exc)}")
+        return Inspection(uri, None, None, storage_error=first_line(failure))
     return Inspection(uri, digest, problem, layout)
 
 
