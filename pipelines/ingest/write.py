@@ -277,9 +277,9 @@ def write_new_rows(
                 )
             # From the Delta commit itself: accounting checks it wrote exactly the plan.
             out.rows_written = commit.rows
-            out.counts_final = True
-            add_constraints(spark, out.table, dataset)
         out.counts_final = True  # committed, or nothing new to commit
+        if pending:
+            add_constraints(spark, out.table, dataset)
     finally:
         copies.unpersist()
         if known is not None:
@@ -327,8 +327,6 @@ def _upsert(
     out.extra["rows_updated"] = updated
     # Rows of the batch that lost to a newer record (in the batch or the table): duplicates.
     out.rows_duplicate += pending - out.rows_written
-    out.counts_final = True
-    add_constraints(spark, out.table, dataset)
 
 
 def checked(action: Callable[[], R]) -> R:

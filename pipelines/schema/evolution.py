@@ -38,6 +38,8 @@ from pipelines.schema import compat
 from pipelines.schema.datasets import Dataset, SchemaVersion
 
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+# The type timestamp_ntz is a table feature that Delta wants switched on by name.
+_TIMESTAMP_NTZ = "SET TBLPROPERTIES ('delta.feature.timestampNtz' = 'supported')"
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,7 @@ def _portable(
     statements: list[str] = []
     for change in changes:
         if change.kind == "widen" and change.new == "timestamp_ntz":
-            # The type itself is a table feature that Delta wants switched on by name.
-            statements.append("SET TBLPROPERTIES ('delta.feature.timestampNtz' = 'supported')")
+            statements.append(_TIMESTAMP_NTZ)
         elif change.kind in ("narrow", "change_type"):
             raise PolicyError(
                 f"{dataset.schema.path}: {change.describe()}: lakeshard does not convert "
@@ -257,7 +258,7 @@ def _steps(
                 statements.append("SET TBLPROPERTIES ('delta.enableTypeWidening' = 'true')")
                 widening = True
             if change.new == "timestamp_ntz":
-                statements.append("SET TBLPROPERTIES ('delta.feature.timestampNtz' = 'supported')")
+                statements.append(_TIMESTAMP_NTZ)
             merge = True
         elif change.kind in ("rename", "drop_nullable", "drop_required"):
             top = change.path.split(".")[0]
