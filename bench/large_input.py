@@ -31,8 +31,10 @@ from ingest_overhead import generated  # noqa: E402
 from pipelines.runs.summary import accounting_holds  # noqa: E402
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants, from /proc (Linux)."""
+def tree_rss_kinds(pid: int) -> dict[str, int]:
+    """Resident memory of ``pid`` and its descendants by kind, from /proc/<pid>/status:
+    ``anon`` (heaps, stacks: memory the processes own) and ``file`` (pages of mapped files,
+    which the kernel can drop and read again: Spark maps the disk blocks it reads back)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -42,14 +44,18 @@ def tree_rss_bytes(pid: int) -> int:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [pid]
-    page = os.sysconf("SC_PAGE_SIZE")
+    kinds = {"anon": 0, "file": 0, "shmem": 0}
+    todo = [pid]
     while todo:
         current = todo.pop()
         with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
-            total += int((Path("/proc") / str(current) / "statm").read_text().split()[1]) * page
+            for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                kind = name.removeprefix("Rss").lower()
+                if name.startswith("Rss") and kind in kinds:
+                    kinds[kind] += int(value.split()[0]) * 1024
         todo.extend(children.get(current, []))
-    return total
+    return kinds
 
 
 def main() -> int:
@@ -81,9 +87,11 @@ def main() -> int:
     ]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    peak = 0
+    peak, peaks = 0, {"anon": 0, "file": 0, "shmem": 0}
     while process.poll() is None:
-        peak = max(peak, tree_rss_bytes(process.pid))
+        kinds = tree_rss_kinds(process.pid)
+        peak = max(peak, sum(kinds.values()))
+        peaks = {kind: max(peaks[kind], kinds[kind]) for kind in peaks}
         time.sleep(0.5)
     elapsed = time.monotonic() - started
     stdout = process.stdout.read() if process.stdout else ""
@@ -100,12 +108,15 @@ def main() -> int:
         "ingest_s": round(elapsed, 1),
         "mb_per_s": round(size / 1e6 / elapsed, 2),
         "peak_rss_mb": round(peak / 2**20),
+        "peak_anon_mb": round(peaks["anon"] / 2**20),
+        "peak_file_mb": round(peaks["file"] / 2**20),
         "driver_memory": os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g"),
         "max_result_size": "64m",
     }
     print(
         f"large_input: {result['input_mb']} MB, {summary['rows_read']:,} rows in {elapsed:.0f}s "
-        f"({result['mb_per_s']} MB/s); peak RSS of driver + JVM {result['peak_rss_mb']} MiB"
+        f"({result['mb_per_s']} MB/s); peak RSS of driver + JVM {result['peak_rss_mb']} MiB "
+        f"(anonymous {result['peak_anon_mb']} MiB, mapped files {result['peak_file_mb']} MiB)"
     )
     print(json.dumps(result))
     return 0

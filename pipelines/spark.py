@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -130,12 +132,25 @@ def base_config(config: Config) -> dict[str, str]:
             # Local mode needs no network interface: the driver binds to loopback.
             conf["spark.driver.host"] = "127.0.0.1"
             conf["spark.driver.bindAddress"] = "127.0.0.1"
+            # Delta rebuilds a table's state in 50 partitions unless told otherwise: on a few
+            # local cores, a job of 50 tasks for each table a run reads (measured: a second
+            # run into a lake with data took 37 s as a whole process, 24 s with 2 on 2 cores).
+            conf["spark.databricks.delta.snapshotPartitions"] = str(local_cores(config.master))
         # Local mode runs every task in the driver's JVM; Spark's 1g default is too small to
         # ingest a 1 GB batch. Cluster drivers keep whatever spark-submit gives them.
         conf["spark.driver.memory"] = config.spark.driver_memory
         conf["spark.jars"] = ",".join(jvm.jar_paths(config))
     conf.update(dict(config.spark.conf))
     return conf
+
+
+def local_cores(master: str | None) -> int:
+    """The task slots of a local master: ``local`` 1, ``local[N]`` (or ``local[N,F]``) N, and
+    the machine's cores for ``local[*]`` or anything else."""
+    found = re.fullmatch(r"local(?:\[(\d+)(?:,\d+)?\])?", master or "local[*]")
+    if found is None:
+        return os.cpu_count() or 1
+    return int(found.group(1) or 1)
 
 
 def get_spark(master: str | None = None, config: Config | None = None) -> SparkSession:

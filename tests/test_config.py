@@ -23,6 +23,7 @@ from pipelines.config import (
     url_origin,
 )
 from pipelines.errors import ConfigError
+from pipelines.spark import base_config, cluster_config
 
 KEY, SECRET, TOKEN = "AKIAEXAMPLEKEY123", "wJalrXUtnFEMI-very-secret", "FwoGZXIvYXdzE-token"
 AWS = {
@@ -216,3 +217,17 @@ def test_monitoring_targets_come_from_flags_or_the_environment_and_never_print()
     assert url_origin("http://user:pw@127.0.0.1:9093") == "http://127.0.0.1:9093"
     with pytest.raises(ConfigError, match="LAKESHARD_ALERTMANAGER: expected an http"):
         resolve_config(env={"LAKESHARD_ALERTMANAGER": "alertmanager:9093"})
+
+
+@pytest.mark.parametrize(
+    ("master", "cores"),
+    [("local", 1), ("local[3]", 3), ("local[4,2]", 4), ("local[*]", os.cpu_count())],
+)
+def test_a_local_session_rebuilds_delta_state_in_as_many_partitions_as_it_has_cores(
+    master: str, cores: int
+) -> None:
+    """Delta's default, 50, made each table read a job of 50 tasks on two cores."""
+    conf = base_config(resolve_config(env={"LAKESHARD_SPARK_MASTER": master}))
+    assert conf["spark.databricks.delta.snapshotPartitions"] == str(cores)
+    # A cluster's driver keeps Delta's default: its executors have the cores.
+    assert "spark.databricks.delta.snapshotPartitions" not in cluster_config(resolve_config(env={}))

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
+from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
 
 from pipelines import cli
 from pipelines.errors import EXIT_USAGE
@@ -163,3 +165,27 @@ def test_dedup_declaration_mistakes_exit_2(
     assert code == EXIT_USAGE
     assert "dataset.yaml: " in err
     assert re.search(message, err), err
+
+
+def test_every_set_an_ingest_keeps_for_later_passes_is_kept_on_disk_not_in_the_heap(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parsed batch, its hash counts and the hashes found in the table are each read more
+    than once, so an ingest persists them; in the heap (MEMORY_AND_DISK) a batch's 124 M
+    distinct hashes ran out of a 4g driver (make large at 6.4 GB), on local disk they pass."""
+    levels: list[StorageLevel] = []
+    persist = ClassicDataFrame.persist
+
+    def recorded(self: ClassicDataFrame, level: StorageLevel = StorageLevel.MEMORY_AND_DISK):
+        levels.append(level)
+        return persist(self, level)
+
+    monkeypatch.setattr(ClassicDataFrame, "persist", recorded)
+    where = _setup(tmp_path, "")
+    _ingest(tmp_path, where, "a", row(1, "2020-01-01", "x"), row(1, "2020-01-01", "x"))
+    first = len(levels)
+    later = _ingest(tmp_path, where, "b", row(1, "2020-01-01", "x"), row(2, "2024-01-01", "y"))
+    assert later["rows_duplicate"] == 1
+    # The batch and its hash counts; then again, with the hashes already in the table.
+    assert (first, len(levels)) == (2, 5), levels
+    assert [lv for lv in levels if lv.useMemory] == []

@@ -180,17 +180,23 @@ def test_multi_part_checkpoint(tmp_path: Path) -> None:
         snapshot(str(table))
 
 
+def _v2_checkpoint_in_json(table: Path, *actions: tuple[str, int]) -> None:
+    """Replace the checkpoint at 11 by a V2 one in JSON holding these (kind, from commit)."""
+    lines = [
+        line
+        for kind, version in actions
+        for line in log_file(table, version).read_text().splitlines()
+        if line.startswith(f'{{"{kind}"')
+    ]
+    name = "checkpoint.3a0d65cd-4056-49b8-937b-95f9e3ee90e5.json"
+    log_file(table, 11, name).write_text("\n".join(lines) + "\n")
+    log_file(table, 11, "checkpoint.parquet").unlink()
+
+
 def test_v2_checkpoint_in_json(tmp_path: Path) -> None:
     table = tmp_path / "v2"
     _table_with_checkpoint(table)
-    metadata = next(
-        json.loads(line)
-        for line in log_file(table, 5).read_text().splitlines()
-        if line.startswith('{"metaData"')
-    )
-    name = "checkpoint.3a0d65cd-4056-49b8-937b-95f9e3ee90e5.json"
-    log_file(table, 11, name).write_text(json.dumps(metadata) + "\n")
-    log_file(table, 11, "checkpoint.parquet").unlink()
+    _v2_checkpoint_in_json(table, ("protocol", 0), ("metaData", 5))
     for version in range(12):
         log_file(table, version).unlink()
     found = snapshot(str(table))
@@ -348,9 +354,7 @@ def test_data_files_refuses_what_plain_parquet_cannot_read(tmp_path: Path) -> No
 
     v2 = tmp_path / "v2"
     _table_with_checkpoint(v2)
-    name = "checkpoint.3a0d65cd-4056-49b8-937b-95f9e3ee90e5.json"
-    log_file(v2, 11, name).write_text(log_file(v2, 5).read_text())
-    log_file(v2, 11, "checkpoint.parquet").unlink()
+    _v2_checkpoint_in_json(v2, ("protocol", 0), ("metaData", 5), ("add", 5))
     assert data_files(str(v2)) is None  # its adds may live in sidecars
 
     dv = tmp_path / "dv"

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 import xxhash
 from pyspark.sql import types as T
 
+from pipelines.lake.deltawrite import arrow_type
+
 HASH_BYTES = 16
 _BIN = pa.large_binary()
 _EMPTY = pa.scalar(b"", _BIN)
@@ -47,36 +49,6 @@ def canonical_encoding(record: Mapping[str, Any], schema: T.StructType) -> bytes
     arrow_schema = pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in schema.fields])
     batch = pa.RecordBatch.from_pylist([dict(record)], schema=arrow_schema)
     return bytes(_encode_struct_fields(batch.to_struct_array())[0].as_py())
-
-
-def arrow_type(dtype: T.DataType) -> pa.DataType:
-    """The Arrow type Spark uses for a Spark SQL type."""
-    simple: dict[type[T.DataType], pa.DataType] = {
-        T.StringType: pa.string(),
-        T.BinaryType: pa.binary(),
-        T.BooleanType: pa.bool_(),
-        T.ByteType: pa.int8(),
-        T.ShortType: pa.int16(),
-        T.IntegerType: pa.int32(),
-        T.LongType: pa.int64(),
-        T.FloatType: pa.float32(),
-        T.DoubleType: pa.float64(),
-        T.DateType: pa.date32(),
-        T.TimestampType: pa.timestamp("us", tz="UTC"),
-        T.TimestampNTZType: pa.timestamp("us"),
-    }
-    for spark_type, arrow in simple.items():
-        if isinstance(dtype, spark_type):
-            return arrow
-    if isinstance(dtype, T.DecimalType):
-        return pa.decimal128(dtype.precision, dtype.scale)
-    if isinstance(dtype, T.ArrayType):
-        return pa.list_(arrow_type(dtype.elementType))
-    if isinstance(dtype, T.MapType):
-        return pa.map_(arrow_type(dtype.keyType), arrow_type(dtype.valueType))
-    if isinstance(dtype, T.StructType):
-        return pa.struct([pa.field(f.name, arrow_type(f.dataType)) for f in dtype.fields])
-    raise TypeError(f"no canonical encoding for {dtype.simpleString()}")
 
 
 # --- encoding ---------------------------------------------------------------------------------

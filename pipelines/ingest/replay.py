@@ -66,7 +66,7 @@ def counts(spark: SparkSession, uri: str, replayed: bool = False) -> dict[str, A
     table = delta.read_table(spark, uri)
     if not replayed:
         table = pending(table, None, None)
-    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    table = table.persist(StorageLevel.DISK_ONLY)  # in the heap, a large one can run out of it
     try:
         return {"rows": table.count(), "groups": _groups(table)}
     finally:

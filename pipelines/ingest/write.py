@@ -224,8 +224,10 @@ def write_new_rows(
     """
     # The plan is made on the hashes alone (a narrow shuffle): how many rows repeat inside
     # the batch and how many are already in the table. Only then are the rows themselves
-    # read once more, from the cache, to be written.
-    copies = validate.hash_copies(valid).persist(StorageLevel.MEMORY_AND_DISK)
+    # read once more, from the cache, to be written. Both hash sets are kept on local disk,
+    # like the batch: in memory (MEMORY_AND_DISK) the batch's 124 M distinct hashes ran out
+    # of a 4g heap (make large at 6.5 GB), on disk they pass.
+    copies = validate.hash_copies(valid).persist(StorageLevel.DISK_ONLY)
     known: DataFrame | None = None
     try:
         with phase(out, "dedup"):
@@ -246,7 +248,7 @@ def write_new_rows(
                 known = (
                     existing.select(CONTENT_HASH)
                     .join(batch, on=CONTENT_HASH, how="left_semi")
-                    .persist(StorageLevel.MEMORY_AND_DISK)
+                    .persist(StorageLevel.DISK_ONLY)
                 )
                 found = checked(known.count)
         pending = int(plan["distinct"]) - found

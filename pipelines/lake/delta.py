@@ -12,10 +12,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.errors import ConfigError
-from pipelines.lake import deltalog
+from pipelines.lake import deltalog, deltawrite
 from pipelines.lake.commits import Commit, data_commit
 
-_NEEDS_COLUMN_MAPPING = set(" ,;{}()\n\t=")
+# Table properties a user configured for new tables: only Delta applies them.
+_DEFAULTS = "spark.databricks.delta.properties.defaults."
 
 
 def _location(uri: str) -> str:
@@ -49,15 +50,22 @@ def ensure_table(
     partition_by: Sequence[str] = (),
     description: str | None = None,
 ) -> None:
-    """Create the Delta table with exactly this schema (NOT NULL kept) unless it exists."""
+    """Create the Delta table with exactly this schema (NOT NULL kept) unless it exists.
+
+    Its first commit is written without Spark where that is what Delta would write (see
+    :func:`.deltawrite.create_table`) and no default table properties are configured for new
+    tables: through Spark, a first run's four tables cost seconds of Delta's start-up."""
     if table_exists(spark, uri):
+        return
+    defaults = any(key.startswith(_DEFAULTS) for key in spark.conf.getAll)
+    if not defaults and deltawrite.create_table(uri, schema, partition_by, description) is not None:
         return
     builder = DeltaTable.createIfNotExists(spark).location(_location(uri)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     if description:
         builder = builder.comment(description)
-    if any(ch in _NEEDS_COLUMN_MAPPING for f in schema.fields for ch in f.name):
+    if deltawrite.needs_column_mapping(schema):
         # Parquet cannot name such columns; Delta's column mapping stores them by id instead.
         builder = (
             builder.property("delta.columnMapping.mode", "name")
@@ -216,7 +224,15 @@ def commit_of(spark: SparkSession, uri: str, run_id: str, depth: int = 50) -> Co
 
 
 def has_data(spark: SparkSession, uri: str) -> bool:
-    """Whether the table holds any data file (from its log; no data is read)."""
+    """Whether the table holds any data file (from its log; no data is read).
+
+    A table that has only its creating commit (every table in a first run) is answered from
+    that commit, without Spark: Delta's snapshot of it is a job of 50 tasks.
+    """
+    if only_created(spark, uri):
+        created = deltalog.data_files(uri)
+        if created is not None:
+            return bool(created.files)
     detail = DeltaTable.forPath(spark, uri).detail().select("numFiles").first()
     return bool(detail and detail["numFiles"])
 

@@ -32,6 +32,7 @@ from pipelines.errors import ConfigError, DamagedLake, StorageError, first_line
 from pipelines.storage import arrowfs
 
 CONSTRAINT_PREFIX = "delta.constraints."
+_STATE = ("metaData", "protocol")  # the actions a snapshot takes from the newest that has one
 _COMMIT = re.compile(r"(\d{20})\.json")
 _CHECKPOINT = re.compile(
     r"(?P<version>\d{20})\.checkpoint"
@@ -50,6 +51,7 @@ class Snapshot:
     schema: T.StructType
     partition_columns: tuple[str, ...]
     configuration: Mapping[str, str]  # table properties
+    protocol: Mapping[str, Any]  # the protocol action: reader/writer versions and features
 
     @property
     def constraints(self) -> dict[str, str]:
@@ -90,13 +92,14 @@ def _snapshot(log: _Log) -> Snapshot | None:
     if missing:
         covered = "no checkpoint covers it" if base is None else f"the checkpoint is at {base}"
         log.fail(f"commit {missing[0]} is missing and {covered}")
-    metadata = log.latest_metadata(list(range(log.latest, first - 1, -1)))
-    if metadata is None and base is not None:
-        metadata = log.read_checkpoint(base)
-    if metadata is None:
-        log.fail(f"no metaData action up to version {log.latest}")
-    schema, partition_columns, configuration = log.parse_metadata(metadata)
-    return Snapshot(log.latest, schema, partition_columns, configuration)
+    found = log.latest_actions(list(range(log.latest, first - 1, -1)))
+    if len(found) < len(_STATE) and base is not None:
+        found = log.read_checkpoint(base) | found
+    for kind in _STATE:
+        if kind not in found:
+            log.fail(f"no {kind} action up to version {log.latest}")
+    schema, partition_columns, configuration = log.parse_metadata(found["metaData"])
+    return Snapshot(log.latest, schema, partition_columns, configuration, found["protocol"])
 
 
 def check_log(uri: str) -> int | None:
@@ -336,22 +339,26 @@ class _Log:
         versions = [*self.commits, *(c.version for c in self.checkpoints)]
         return max(versions) if versions else None
 
-    def read_checkpoint(self, version: int) -> dict[str, Any]:
-        """The metaData action of the checkpoint at ``version``."""
+    def read_checkpoint(self, version: int) -> dict[str, dict[str, Any]]:
+        """The metaData and protocol actions of the checkpoint at ``version``."""
         checkpoint = next(c for c in self.checkpoints if c.version == version)
-        found: list[dict[str, Any]] = []
+        found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _STATE}
         for info in checkpoint.files:
             try:
                 if info.base_name.endswith(".json"):
                     actions = self._parse_actions(info.path, self._read(info.path))
-                    found.extend(a["metaData"] for a in actions if "metaData" in a)
+                    for kind in _STATE:
+                        found[kind].extend(a[kind] for a in actions if kind in a)
                 else:
-                    found.extend(self._parquet_metadata(info.path))
+                    for kind, actions in self._parquet_actions(info.path).items():
+                        found[kind].extend(actions)
             except (OSError, pa.ArrowException) as exc:
                 self.fail(f"cannot read the checkpoint {info.base_name}: {first_line(exc)}")
-        if len(found) != 1:
-            self.fail(f"the checkpoint at version {version} holds {len(found)} metaData actions")
-        return found[0]
+        for kind, actions in found.items():
+            if len(actions) != 1:
+                held = f"holds {len(actions)} {kind} actions"
+                self.fail(f"the checkpoint at version {version} {held}")
+        return {kind: actions[0] for kind, actions in found.items()}
 
     def checkpoint_adds(self, path: str) -> list[dict[str, Any]]:
         """The add actions of one classic checkpoint part (the fields data_files needs)."""
@@ -371,29 +378,36 @@ class _Log:
         ).to_pylist()
         return found
 
-    def _parquet_metadata(self, path: str) -> list[dict[str, Any]]:
+    def _parquet_actions(self, path: str) -> dict[str, list[dict[str, Any]]]:
+        """The metaData and protocol actions of one Parquet checkpoint part."""
         with self.fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
-            if "metaData" not in parquet.schema_arrow.names:
-                return []
-            table = parquet.read(columns=["metaData"])
-        column = table.column("metaData")
-        rows: list[dict[str, Any]] = column.filter(pc.is_valid(column)).to_pylist()
-        for row in rows:  # Parquet maps come back as (key, value) pairs
+            kinds = [kind for kind in _STATE if kind in parquet.schema_arrow.names]
+            table = parquet.read(columns=kinds)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for kind in kinds:
+            column = table.column(kind)
+            found[kind] = column.filter(pc.is_valid(column)).to_pylist()
+        for row in found.get("metaData", []):  # Parquet maps come back as (key, value) pairs
             row["configuration"] = dict(row.get("configuration") or [])
-        return rows
+        return found
 
-    def latest_metadata(self, newest_first: list[int]) -> dict[str, Any] | None:
-        """The metaData action of the newest of these commits that holds one."""
+    def latest_actions(self, newest_first: list[int]) -> dict[str, dict[str, Any]]:
+        """The newest metaData and protocol actions among these commits (either may be
+        missing: then it is in the checkpoint)."""
+        latest: dict[str, dict[str, Any]] = {}
         for start in range(0, len(newest_first), _READ_THREADS):
             batch = newest_first[start : start + _READ_THREADS]
             for version, actions in zip(batch, self.read_commits(batch), strict=True):
-                found: list[dict[str, Any]] = [a["metaData"] for a in actions if "metaData" in a]
-                if len(found) > 1:
-                    self.fail(f"commit {version} holds more than one metaData action")
-                if found:
-                    return found[0]
-        return None
+                for kind in _STATE:
+                    found: list[dict[str, Any]] = [a[kind] for a in actions if kind in a]
+                    if len(found) > 1:
+                        self.fail(f"commit {version} holds more than one {kind} action")
+                    if found and kind not in latest:
+                        latest[kind] = found[0]
+                if len(latest) == len(_STATE):
+                    return latest
+        return latest
 
     def read_commits(self, versions: list[int]) -> list[list[dict[str, Any]]]:
         """The actions of each commit, read a few at a time."""

@@ -42,6 +42,7 @@ from pipelines.errors import (
     first_line,
     raise_if_stopped,
 )
+from pipelines.storage.exclusive import create_local, put_if_absent
 
 
 class Store(Protocol):
@@ -85,23 +86,13 @@ class LocalStore:
             return None
         return claim
 
-    def _staged(self, claim: dict[str, Any]) -> Path:
-        staged = self.folder / f".{uuid.uuid4().hex}.tmp"  # hidden: never a generation
-        staged.write_text(json.dumps(claim))
-        return staged
-
     def create(self, generation: int, claim: dict[str, Any]) -> bool:
-        staged = self._staged(claim)
-        try:
-            os.link(staged, self.folder / _name(generation))
-        except FileExistsError:
-            return False
-        finally:
-            staged.unlink()
-        return True
+        return create_local(self.folder / _name(generation), json.dumps(claim).encode())
 
     def write(self, generation: int, claim: dict[str, Any]) -> None:
-        os.replace(self._staged(claim), self.folder / _name(generation))
+        staged = self.folder / f".{uuid.uuid4().hex}.tmp"  # hidden: never a generation
+        staged.write_text(json.dumps(claim))
+        os.replace(staged, self.folder / _name(generation))
 
     def delete(self, generation: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -150,18 +141,7 @@ class S3Store:
         return self._put_if_absent(self._key(generation), json.dumps(claim).encode())
 
     def _put_if_absent(self, key: str, body: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = exc.response.get("Error", {}).get("Code")
-            # 412: the object exists; 409: a concurrent conditional write to it is in flight.
-            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
+        return put_if_absent(self.client, self.bucket, key, body)
 
     def write(self, generation: int, claim: dict[str, Any]) -> None:
         self.client.put_object(

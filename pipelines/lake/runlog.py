@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipelines.lake import deltawrite
 from pipelines.lake.delta import ensure_table, has_data, read_table, table_exists
 
 RUNS_SCHEMA = T.StructType(
@@ -44,11 +45,20 @@ def record_run(spark: SparkSession, uri: str, record: dict[str, Any]) -> None:
 
     The log is append-only: a run is recorded as ``running`` when it starts and again with
     its outcome (``succeeded``, ``failed`` or, written by a later run, ``abandoned``) when it
-    ends; a run's latest record is its state (:func:`run_states`)."""
-    ensure_table(spark, uri, RUNS_SCHEMA, description="lakeshard run log")
+    ends; a run's latest record is its state (:func:`run_states`).
+
+    Written without Spark where the table allows it (:mod:`pipelines.lake.deltawrite`): it is
+    most of the fixed cost of a run that finds nothing new; else through Spark, which also
+    writes its checkpoints."""
     row = {f.name: record.get(f.name) for f in RUNS_SCHEMA.fields}
     if isinstance(row.get("details"), dict):
         row["details"] = json.dumps(row["details"], sort_keys=True)
+    if deltawrite.append_rows(uri, RUNS_SCHEMA, [row]) is not None:
+        return
+    if not table_exists(spark, uri):
+        ensure_table(spark, uri, RUNS_SCHEMA, description="lakeshard run log")
+        if deltawrite.append_rows(uri, RUNS_SCHEMA, [row]) is not None:
+            return
     frame = spark.createDataFrame([row], schema=RUNS_SCHEMA)
     frame.write.format("delta").mode("append").save(uri)
 
