@@ -41,8 +41,9 @@ env: $(TEST_STAMP) ## create .venv with everything (spark, notebook, torch, test
 demo: $(DEMO_STAMP) ## ingest the bundled sample data twice into ./lake and print a summary
 	$(PY) -m pipelines.demo
 
-# Debian packages the suite uses where root can install them (the status page test's browser).
-TEST_PACKAGES := chromium fonts-dejavu-core
+# Debian packages the suite uses where root can install them: the status page test's browser, and
+# what the image test builds with.
+TEST_PACKAGES := chromium fonts-dejavu-core buildah debootstrap
 
 test: env lint ## lint, type-check and run the whole suite (starts S3 server + Spark cluster)
 	bash infra/debian/packages.sh $(TEST_PACKAGES)
@@ -82,7 +83,7 @@ S3 ?= 0
 chaos: env ## kill -9 ingest at random moments TRIALS times (default 100; S3=1: lake and sources on S3); print the tally
 	LAKESHARD_CHAOS_TRIALS=$(TRIALS) LAKESHARD_CHAOS_S3=$(S3) $(PY) -m pytest tests/test_chaos.py -s -p no:cacheprovider
 
-faults: env ## the storage fault matrix with one run per fault and phase (make test: one run per fault); print it
+faults: env ## the whole storage fault matrix: six faults, one run per fault and phase (make test: three faults); print it
 	LAKESHARD_FAULTS_EACH_PHASE=1 $(PY) -m pytest tests/test_storage_faults.py -s -p no:cacheprovider
 
 autoscaling: env ## dynamic vs static executors on a standalone cluster: executors over time, wall, executor-seconds

@@ -117,7 +117,9 @@ JVM_FIXTURES = frozenset({"spark", "s3", "s3_env", "spark_cluster_url"})
 # `--dist loadfile` each file runs whole on one worker, in collection order: started first, the
 # long ones overlap each other instead of leaving one worker busy at the end.
 LONGEST_FIRST = (
+    "test_image.py",  # a cold build: debootstrap, apt and pip inside the build, minutes
     "test_storage_faults.py",
+    "test_autoscaling.py",
     "test_cluster.py",
     "test_chaos.py",
     "test_concurrent_runs.py",

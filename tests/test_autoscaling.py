@@ -25,10 +25,10 @@ import pytest
 from pipelines import sample
 from pipelines.spark import DYNAMIC_ALLOCATION
 from tests.conftest import SCHEMAS
-from tests.helpers import REPO
+from tests.helpers import REPO, artifacts
 
-# About 6.5 minutes on 2 cores: `make autoscaling` runs it; `make test` leaves it out.
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.jvm, pytest.mark.long]
+# About 6.5 minutes on 2 cores; in `make test`, and alone with its figures in `make autoscaling`.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.jvm]
 
 IDLE_S = 3  # executorIdleTimeout for the test (the manifests use 60 s)
 AFTER_S = 12  # the driver stays up this long after the ingest, its executors idle
@@ -159,13 +159,14 @@ def test_executors_follow_the_work_and_the_result_equals_a_static_run(
     static, fixed, static_wall = run(spark_cluster_url, tmp_path, raw, "static", STATIC)
 
     counts = [n for _, n in grown.timeline]
-    print(f"\nactive executors, dynamic (s, count): {changes(grown.timeline)}", file=sys.stderr)
-    print(f"active executors, static (s, count): {changes(fixed.timeline)}", file=sys.stderr)
-    print(
+    report = [
+        f"active executors, dynamic (s, count): {changes(grown.timeline)}",
+        f"active executors, static (s, count): {changes(fixed.timeline)}",
         f"dynamic: {dynamic_wall} s, {grown.executor_seconds()} executor-s; "
         f"static: {static_wall} s, {fixed.executor_seconds()} executor-s",
-        file=sys.stderr,
-    )
+    ]
+    (artifacts() / "autoscaling.txt").write_text("\n".join(report) + "\n")  # also under xdist
+    print("\n" + "\n".join(report), file=sys.stderr)
     assert max(counts) == 2  # rose to the maximum while tasks queued
     assert counts[-1] == 0  # and fell back to the minimum once idle
     assert max(n for _, n in fixed.timeline) == 2

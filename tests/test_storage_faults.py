@@ -8,7 +8,11 @@ endpoint pointed at the fault proxies on loopback: ``SlowDownProxy`` (HTTP: 503 
 server gone) in front of the S3 server. Faults of a whole run are on from start to end; the TCP
 faults of a moment are switched on for a short burst at the start of every phase the run
 reaches (the lease at a short TTL, so that its heartbeat beats inside each burst). The matrix
-(fault x phase -> outcome) is printed; ``make faults`` runs each phase's burst in a run of its own.
+(fault x phase -> outcome) is printed.
+
+``make test`` runs three of the six faults (503 SlowDown for a whole run; a connection reset and
+the server gone at each phase), about a third of the matrix's time; ``make faults`` runs all six,
+each phase's burst in a run of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,7 @@ from tests.test_s3 import upload_folder
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
-ONE_RUN_PER_PHASE = os.environ.get("LAKESHARD_FAULTS_EACH_PHASE") == "1"  # make faults
+WHOLE_MATRIX = os.environ.get("LAKESHARD_FAULTS_EACH_PHASE") == "1"  # make faults
 BURST_S = 4.0  # how long a fault of a moment lasts: two heartbeats of the lease below
 LEASE_TTL = "8"  # heartbeat every 2 s
 
@@ -121,6 +125,13 @@ WHOLE_RUN = {  # fault -> how to switch it on (toxiproxy, http proxy); one run e
     "500 InternalError, 10 %": lambda t, h: h.fail(0.1, 500),
 }
 MOMENT = ("connection reset", "connection stalls", "server gone")
+# make test's share: the faults that found defects (exit codes, a file rejected for an outage,
+# a stuck heartbeat). The others have passed in every run of the whole matrix so far.
+IN_MAKE_TEST = {"503 SlowDown, 20 %", "connection reset", "server gone"}
+
+
+def _chosen(faults: Iterable[str]) -> list[str]:
+    return [f for f in faults if WHOLE_MATRIX or f in IN_MAKE_TEST]
 
 
 def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
@@ -160,8 +171,8 @@ def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
             failures.append(f"{fault} in {phases}: after a clean rerun {problems}")
         rows.append((fault, ", ".join(phases), shown + ("" if not problems else " NOT REPAIRED")))
 
-    for n, (fault, switch_on) in enumerate(WHOLE_RUN.items()):
-        switch_on(toxi, http)
+    for n, fault in enumerate(_chosen(WHOLE_RUN)):
+        WHOLE_RUN[fault](toxi, http)
         before = http.seen["refused"]
         try:
             outcome = _run(raw, f"{lakes}/whole-{n}", http.endpoint)
@@ -171,10 +182,10 @@ def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
         outcome.refused = http.seen["refused"] - before
         judge(fault, f"{lakes}/whole-{n}", outcome, outcome.phases)
 
-    for n, fault in enumerate(MOMENT):
+    for n, fault in enumerate(_chosen(MOMENT)):
         # make test: one run with a burst at each phase; a run that fails in a phase leaves
         # the later ones to the next run. make faults: one run per phase.
-        plans = [[p] for p in PHASES] if ONE_RUN_PER_PHASE else [list(PHASES)]
+        plans = [[p] for p in PHASES] if WHOLE_MATRIX else [list(PHASES)]
         attempt = 0
         while plans:
             todo = plans.pop(0)
@@ -193,7 +204,7 @@ def test_each_storage_fault_is_retried_or_named_and_a_rerun_repairs(
             judge(fault, lake, outcome, armed)
             # The phases it never reached (a failed run still reaches "recording run").
             later = [p for p in todo if p not in armed]
-            if outcome.code != 0 and later and not ONE_RUN_PER_PHASE:
+            if outcome.code != 0 and later and not WHOLE_MATRIX:
                 plans.append(later)
             attempt += 1
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages some tests use, where they are missing: `make test` calls this with
-# chromium (the status page test opens the page in a real headless browser).
+# chromium (the status page test opens the page in a real headless browser), buildah and
+# debootstrap (the image test builds lakeshard's image on a Debian base it makes).
 # Needs root and apt-get; elsewhere it says what it skipped, and those tests skip with the reason.
 set -euo pipefail
 
