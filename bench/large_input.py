@@ -34,7 +34,8 @@ from pipelines.runs.summary import accounting_holds  # noqa: E402
 def tree_rss_kinds(pid: int) -> dict[str, int]:
     """Resident memory of ``pid`` and its descendants by kind, from /proc/<pid>/status:
     ``anon`` (heaps, stacks: memory the processes own) and ``file`` (pages of mapped files,
-    which the kernel can drop and read again: Spark maps the disk blocks it reads back)."""
+    which the kernel can drop and read again: Spark maps the disk blocks it reads back), and
+    the whole resident memory by program (``java``, ``python``...)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -49,11 +50,16 @@ def tree_rss_kinds(pid: int) -> dict[str, int]:
     while todo:
         current = todo.pop()
         with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
+            program = ""
             for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
                 name, _, value = line.partition(":")
                 kind = name.removeprefix("Rss").lower()
-                if name.startswith("Rss") and kind in kinds:
-                    kinds[kind] += int(value.split()[0]) * 1024
+                if name == "Name":
+                    program = value.strip()
+                elif name.startswith("Rss") and kind in kinds:
+                    size = int(value.split()[0]) * 1024
+                    kinds[kind] += size
+                    kinds[program] = kinds.get(program, 0) + size
         todo.extend(children.get(current, []))
     return kinds
 
@@ -71,7 +77,9 @@ def main() -> int:
     lake = args.out / "lake"
     shutil.rmtree(lake, ignore_errors=True)
 
-    env = dict(os.environ, LAKESHARD_SPARK_CONF="spark.driver.maxResultSize=64m")
+    extra = os.environ.get("LAKESHARD_SPARK_CONF")  # a setting to try, kept
+    conf = ";".join(filter(None, ["spark.driver.maxResultSize=64m", extra]))
+    env = dict(os.environ, LAKESHARD_SPARK_CONF=conf)
     command = [
         sys.executable,
         "-m",
@@ -90,8 +98,10 @@ def main() -> int:
     peak, peaks = 0, {"anon": 0, "file": 0, "shmem": 0}
     while process.poll() is None:
         kinds = tree_rss_kinds(process.pid)
-        peak = max(peak, sum(kinds.values()))
-        peaks = {kind: max(peaks[kind], kinds[kind]) for kind in peaks}
+        peak = max(peak, sum(kinds[kind] for kind in ("anon", "file", "shmem")))
+        peaks = {kind: max(peaks.get(kind, 0), size) for kind, size in kinds.items()} | {
+            kind: peaks[kind] for kind in peaks if kind not in kinds
+        }
         time.sleep(0.5)
     elapsed = time.monotonic() - started
     stdout = process.stdout.read() if process.stdout else ""
@@ -110,13 +120,20 @@ def main() -> int:
         "peak_rss_mb": round(peak / 2**20),
         "peak_anon_mb": round(peaks["anon"] / 2**20),
         "peak_file_mb": round(peaks["file"] / 2**20),
+        "peak_by_program_mb": {
+            name: round(size / 2**20)
+            for name, size in peaks.items()
+            if name not in ("anon", "file", "shmem")
+        },
+        "spark_conf": conf,
         "driver_memory": os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g"),
         "max_result_size": "64m",
     }
     print(
         f"large_input: {result['input_mb']} MB, {summary['rows_read']:,} rows in {elapsed:.0f}s "
         f"({result['mb_per_s']} MB/s); peak RSS of driver + JVM {result['peak_rss_mb']} MiB "
-        f"(anonymous {result['peak_anon_mb']} MiB, mapped files {result['peak_file_mb']} MiB)"
+        f"(anonymous {result['peak_anon_mb']} MiB, mapped files {result['peak_file_mb']} MiB; "
+        f"by program {result['peak_by_program_mb']})"
     )
     print(json.dumps(result))
     return 0
