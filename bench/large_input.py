@@ -7,7 +7,8 @@ Generates ``--mb`` of ``events`` CSV (the same generator as ``ingest_overhead``)
 memory settings (``LAKESHARD_DRIVER_MEMORY``, default 4g) and a small
 ``spark.driver.maxResultSize`` (64m): any collection of data to the driver would fail the run.
 Samples the resident memory of the whole process tree (Python driver + JVM) every half second
-and prints the peak, the time and the row accounting.
+and prints the peak, the time and the row accounting; the samples are kept in
+``<out>/rss.tsv`` (seconds since the start, MiB by kind and by program).
 """
 
 from __future__ import annotations
@@ -96,14 +97,18 @@ def main() -> int:
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     peak, peaks = 0, {"anon": 0, "file": 0, "shmem": 0}
+    timeline = (args.out / "rss.tsv").open("w")  # seconds, then MiB by kind and program
     while process.poll() is None:
         kinds = tree_rss_kinds(process.pid)
+        shown = " ".join(f"{k}={v // 2**20}" for k, v in sorted(kinds.items()))
+        print(f"{time.monotonic() - started:.1f}\t{shown}", file=timeline, flush=True)
         peak = max(peak, sum(kinds[kind] for kind in ("anon", "file", "shmem")))
         peaks = {kind: max(peaks.get(kind, 0), size) for kind, size in kinds.items()} | {
             kind: peaks[kind] for kind in peaks if kind not in kinds
         }
         time.sleep(0.5)
     elapsed = time.monotonic() - started
+    timeline.close()
     stdout = process.stdout.read() if process.stdout else ""
     if process.returncode != 0:
         print(f"large_input: ingest exited {process.returncode}", file=sys.stderr)
