@@ -14,7 +14,8 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, wr
 
 from pipelines.errors import DamagedLake
 from pipelines.ingest.hashing import arrow_type
-from pipelines.lake.deltalog import commits, data_files, read_columns, snapshot
+from pipelines.lake.deltafiles import read_columns
+from pipelines.lake.deltalog import commits, data_files, snapshot
 
 NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 

@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 import pipelines
-from pipelines.lake import delta, deltalog, deltawrite, runlog
+from pipelines.lake import delta, deltafiles, deltalog, deltawrite, runlog
 from tests.test_s3 import storage_options
 
 SMALL = T.StructType(
@@ -66,7 +66,7 @@ def test_appends_without_spark_read_back_in_delta_rs_and_the_log_reader(tmp_path
     files = deltalog.data_files(uri)
     assert files is not None
     assert files.rows == 3
-    mine = deltalog.read_columns(uri, ["id", "at"])
+    mine = deltafiles.read_columns(uri, ["id", "at"])
     assert mine is not None
     assert sorted(mine.column("id").to_pylist()) == [1, 2, 3]
     assert [c.operation for c in deltalog.commits(uri)][-2:] == ["WRITE", "WRITE"]

@@ -219,37 +219,6 @@ def _pairs(values: Any) -> list[tuple[str, str | None]]:
     return [(str(k), None if v is None else str(v)) for k, v in items]
 
 
-def read_columns(uri: str, columns: list[str]) -> pa.Table | None:
-    """These (non-partition) columns of the latest version, read without Spark; a column an
-    older file lacks reads as nulls, timestamps as microseconds. None where :func:`data_files`
-    says plain Parquet will not do (or there is no table)."""
-    found = data_files(uri)
-    if found is None:
-        return None
-    if not found.files:
-        return pa.table({name: pa.array([], pa.null()) for name in columns})
-
-    def one(path: str) -> pa.Table:
-        present = set(pq.read_schema(path, filesystem=found.fs).names)
-        table = pq.read_table(
-            path, columns=[c for c in columns if c in present], filesystem=found.fs
-        )
-        arrays = []
-        for name in columns:
-            if name not in present:
-                arrays.append(pa.nulls(table.num_rows))
-                continue
-            column = table.column(name)
-            if pa.types.is_timestamp(column.type):
-                column = column.cast(pa.timestamp("us", tz="UTC"))
-            arrays.append(column)
-        return pa.Table.from_arrays(arrays, names=columns)
-
-    with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(found.files))) as pool:
-        tables = list(pool.map(one, found.paths))
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
 def _data_path(log: _Log, root: str, path: str) -> str:
     """An add action's path (a URI-encoded path relative to the table, or an absolute URI)."""
     if "://" in path:

@@ -22,7 +22,7 @@ from datetime import datetime
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pipelines.lake import delta, deltalog
+from pipelines.lake import delta, deltafiles
 
 INGESTED, DUPLICATE, REJECTED = "ingested", "duplicate", "rejected"
 
@@ -69,7 +69,7 @@ def load(spark: SparkSession, uri: str) -> Known:
     files straight from the Delta log (no Spark job), or through Delta where the log says plain
     Parquet would not do (see :func:`deltalog.data_files`)."""
     columns = [f for f in SCHEMA.fieldNames() if f != "recorded_at"]
-    table = deltalog.read_columns(uri, [*columns, "recorded_at"])
+    table = deltafiles.read_columns(uri, [*columns, "recorded_at"])
     if table is not None:
         table = table.sort_by("recorded_at").select(columns)
     elif delta.only_created(spark, uri):

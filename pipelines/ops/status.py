@@ -16,7 +16,7 @@ from typing import Any
 
 from pipelines.columns import REASON
 from pipelines.config import Config
-from pipelines.lake import deltalog, lease, runlog
+from pipelines.lake import deltafiles, deltalog, lease, runlog
 from pipelines.lake.quarantine import REPLAYED_BY
 from pipelines.ops import detect
 from pipelines.schema.datasets import Dataset
@@ -138,7 +138,7 @@ def _partition_files(table: deltalog.DataFiles) -> list[dict[str, Any]]:
 def run_history(uri: str) -> list[dict[str, Any]]:
     """Each run's latest record, newest first, with its duration and its ``details`` parsed
     (phases, rule counts, metrics; None for records that have none)."""
-    table = deltalog.read_columns(uri, list(_RUN_FIELDS))
+    table = deltafiles.read_columns(uri, list(_RUN_FIELDS))
     if table is None:
         return []
     runs = runlog.latest_records(table.to_pylist())
@@ -163,7 +163,7 @@ def _parsed(details: str | None) -> dict[str, Any] | None:
 
 def _backlog(uri: str) -> dict[str, Any] | None:
     """Quarantined records not yet replayed, by reason (None: not readable without Spark)."""
-    table = deltalog.read_columns(uri, [REASON, REPLAYED_BY])
+    table = deltafiles.read_columns(uri, [REASON, REPLAYED_BY])
     if table is None:
         return None if deltalog.latest_version(uri) is not None else {"rows": 0, "reasons": {}}
     waiting = Counter(
