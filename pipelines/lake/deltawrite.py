@@ -264,7 +264,8 @@ def _create(uri: str, version: int, body: bytes, suffix: str = "json") -> bool:
     name = f"_delta_log/{version:020d}.{suffix}"
     parsed = urlparse(uri)
     if parsed.scheme not in ("s3a", "s3"):
-        path = Path(parsed.path if parsed.scheme == "file" else uri) / name
+        # The folder _write_parquet writes into: one reading of a local URI for both.
+        path = Path(arrowfs.filesystem(uri)[1]) / name
         path.parent.mkdir(parents=True, exist_ok=True)  # a table being created has no log yet
         return create_local(path, body)
     from botocore.exceptions import BotoCoreError, ClientError
