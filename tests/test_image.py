@@ -1,6 +1,7 @@
 """lakeshard's image, built with buildah on a Debian base made with debootstrap: `lakeshard
 ingest` of the sample data inside it, against a lake folder mounted into it, read back outside
-with delta-rs. Minutes on a cold cache (the base and the layers are cached after the first build):
+with delta-rs; then built again, which must leave the storage as it found it. A minute and a half
+with the base and the runtime and deps stages cached (built by the first run), minutes without:
 `make test` runs it (and installs buildah and debootstrap where it can), `make image-test` alone."""
 
 from __future__ import annotations
@@ -33,11 +34,8 @@ def buildah(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[st
     )
 
 
-def test_the_image_ingests_the_sample_into_a_mounted_lake(tmp_path: Path) -> None:
-    if shutil.which("buildah") is None or shutil.which("debootstrap") is None:
-        pytest.skip(
-            "buildah and debootstrap are not installed (apt-get install buildah debootstrap)"
-        )
+def build() -> float:
+    """Builds the image as `make image` does; returns the seconds it took."""
     started = time.monotonic()
     built = subprocess.run(
         ["bash", "infra/docker/build.sh", TAG],
@@ -49,10 +47,41 @@ def test_the_image_ingests_the_sample_into_a_mounted_lake(tmp_path: Path) -> Non
         check=False,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    build_s = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def image_id(tag: str) -> str:
+    return buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", tag).stdout.strip()
+
+
+def stored() -> dict[str, int]:
+    """How many images and containers the storage keeps (vfs: each layer a whole file system)."""
+    store = json.loads(buildah("info").stdout)["store"]
+    return {
+        "images": store["ImageStore"]["number"],
+        "containers": store["ContainerStore"]["number"],
+    }
+
+
+def test_the_image_ingests_the_sample_into_a_mounted_lake(tmp_path: Path) -> None:
+    if shutil.which("buildah") is None or shutil.which("debootstrap") is None:
+        pytest.skip(
+            "buildah and debootstrap are not installed (apt-get install buildah debootstrap)"
+        )
+    # Leftovers of interrupted builds (untagged images nothing uses) would only take disk space.
+    while buildah("rmi", "--prune").stdout.strip():
+        pass
+    build_s = build()
+    first, after_first = image_id(TAG), stored()
     size = buildah("images", "--format", "{{.Size}}", TAG).stdout.strip()
-    (artifacts() / "image.txt").write_text(  # a cold build where the layers were not cached
-        f"{TAG}: built in {build_s:.0f} s, size {size}\n"
+    # Building again replaces the image and leaves the storage as it was: nothing piles up.
+    rebuild_s = build()
+    assert image_id(TAG) != first
+    assert buildah("inspect", "--type", "image", first).returncode != 0
+    assert stored() == after_first
+    (artifacts() / "image.txt").write_text(
+        f"{TAG}: built in {build_s:.0f} s, rebuilt in {rebuild_s:.0f} s, size {size}, "
+        f"storage after each: {after_first}\n"
     )
 
     raw, lake = tmp_path / "raw", tmp_path / "lake"
@@ -85,6 +114,7 @@ def test_the_image_ingests_the_sample_into_a_mounted_lake(tmp_path: Path) -> Non
         )
     finally:
         buildah("rm", container)
+        buildah("rmi", TAG)  # 1.8 GB; the cached runtime and deps stages stay
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["rows_read"] == stats.lines
