@@ -6,8 +6,9 @@ Generates ``--mb`` of ``events`` CSV (the same generator as ``ingest_overhead``)
 ``lakeshard ingest`` on it as a separate process, exactly as a user would, with the documented
 memory settings (``LAKESHARD_DRIVER_MEMORY``, default 4g) and a small
 ``spark.driver.maxResultSize`` (64m): any collection of data to the driver would fail the run.
-Samples the resident memory of the whole process tree (Python driver + JVM) every half second
-and prints the peak, the time and the row accounting; the samples are kept in
+Samples the resident memory of the whole process tree (Python driver + JVM; a child still in its
+parent's memory counted once) every half second and prints the peak, the peak proportional set
+size, the time and the row accounting; the samples are kept in
 ``<out>/rss.tsv`` (seconds since the start, MiB by kind and by program).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -31,12 +33,31 @@ from ingest_overhead import generated  # noqa: E402
 
 from pipelines.runs.summary import accounting_holds  # noqa: E402
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_SYS_KCMP, _KCMP_VM = 312, 1  # x86-64
+
+
+def shares_memory(pid: int, parent: int) -> bool:
+    """Whether ``pid`` runs in its parent's memory: a child the JVM spawns (``posix_spawn``,
+    vfork-like) before it becomes the command. /proc shows it with the whole JVM's resident
+    memory, which summing would count twice (seen as 8 GiB peaks: the JVM forking ``chmod``)."""
+    return bool(_LIBC.syscall(_SYS_KCMP, pid, parent, _KCMP_VM, 0, 0) == 0)
+
+
+def pss(pid: int) -> int:
+    """Proportional set size: resident memory with each shared page divided among its sharers."""
+    for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
 
 def tree_rss_kinds(pid: int) -> dict[str, int]:
     """Resident memory of ``pid`` and its descendants by kind, from /proc/<pid>/status:
     ``anon`` (heaps, stacks: memory the processes own) and ``file`` (pages of mapped files,
-    which the kernel can drop and read again: Spark maps the disk blocks it reads back), and
-    the whole resident memory by program (``java``, ``python``...)."""
+    which the kernel can drop and read again: Spark maps the disk blocks it reads back), the
+    whole resident memory by program (``java``, ``python``...), and ``pss``, the proportional
+    set size of the tree. A child still running in its parent's memory is not counted again."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -46,11 +67,18 @@ def tree_rss_kinds(pid: int) -> dict[str, int]:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
-    kinds = {"anon": 0, "file": 0, "shmem": 0}
+    kinds = {"anon": 0, "file": 0, "shmem": 0, "pss": 0}
     todo = [pid]
     while todo:
         current = todo.pop()
+        todo.extend(children.get(current, []))
         with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
+            parent = int(
+                (Path("/proc") / str(current) / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            )
+            if current != pid and shares_memory(current, parent):
+                continue
+            kinds["pss"] += pss(current)
             program = ""
             for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
                 name, _, value = line.partition(":")
@@ -61,7 +89,6 @@ def tree_rss_kinds(pid: int) -> dict[str, int]:
                     size = int(value.split()[0]) * 1024
                     kinds[kind] += size
                     kinds[program] = kinds.get(program, 0) + size
-        todo.extend(children.get(current, []))
     return kinds
 
 
@@ -96,7 +123,7 @@ def main() -> int:
     ]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    peak, peaks = 0, {"anon": 0, "file": 0, "shmem": 0}
+    peak, peaks = 0, {"anon": 0, "file": 0, "shmem": 0, "pss": 0}
     timeline = (args.out / "rss.tsv").open("w")  # seconds, then MiB by kind and program
     while process.poll() is None:
         kinds = tree_rss_kinds(process.pid)
@@ -125,10 +152,11 @@ def main() -> int:
         "peak_rss_mb": round(peak / 2**20),
         "peak_anon_mb": round(peaks["anon"] / 2**20),
         "peak_file_mb": round(peaks["file"] / 2**20),
+        "peak_pss_mb": round(peaks["pss"] / 2**20),
         "peak_by_program_mb": {
             name: round(size / 2**20)
             for name, size in peaks.items()
-            if name not in ("anon", "file", "shmem")
+            if name not in ("anon", "file", "shmem", "pss")
         },
         "spark_conf": conf,
         "driver_memory": os.environ.get("LAKESHARD_DRIVER_MEMORY", "4g"),
@@ -138,6 +166,7 @@ def main() -> int:
         f"large_input: {result['input_mb']} MB, {summary['rows_read']:,} rows in {elapsed:.0f}s "
         f"({result['mb_per_s']} MB/s); peak RSS of driver + JVM {result['peak_rss_mb']} MiB "
         f"(anonymous {result['peak_anon_mb']} MiB, mapped files {result['peak_file_mb']} MiB; "
+        f"proportional set size {result['peak_pss_mb']} MiB; "
         f"by program {result['peak_by_program_mb']})"
     )
     print(json.dumps(result))

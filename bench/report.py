@@ -109,7 +109,8 @@ def large(scale: float) -> list[Row]:
             ]
         peaks.append(out["peak_rss_mb"] / 1024)
         DETAILS.append(
-            f"{out['input_mb']:,.0f} MB at 4g: {out['mb_per_s']} MB/s, peak by program "
+            f"{out['input_mb']:,.0f} MB at 4g: {out['mb_per_s']} MB/s, peak PSS "
+            f"{out['peak_pss_mb']} MiB, peak by program "
             f"{out['peak_by_program_mb']} MiB, mapped files {out['peak_file_mb']} MiB"
         )
         rows.append(
