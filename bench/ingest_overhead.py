@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest.run import run_ingest  # noqa: E402
+from pipelines.schema.datasets import Dataset  # noqa: E402
 from pipelines.schema.declarations import load_dataset  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
@@ -113,13 +114,30 @@ def phase_table(phases: dict[str, float], total: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def input_arguments(description: str) -> argparse.Namespace:
+    """``--mb``, ``--files`` and ``--out`` of the generated input (shared by bench/read_phase)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--mb", type=int, default=1024)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ingest_overhead")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def flat_schema(dataset: Dataset) -> T.StructType:
+    """What the bare copy reads: the declared scalar types; CSV has no array type, so an array
+    column (``tags``) stays text."""
+    return T.StructType(
+        [
+            T.StructField(
+                f.name, T.StringType() if isinstance(f.dataType, T.ArrayType) else f.dataType
+            )
+            for f in dataset.schema.struct().fields
+        ]
+    )
+
+
+def main() -> int:
+    args = input_arguments(__doc__.splitlines()[0])
     raw = args.out / f"raw-{args.mb}mb"
     rows = generated(raw, args.mb, args.files)
     size = sum(p.stat().st_size for p in raw.glob("*.csv"))
@@ -129,15 +147,7 @@ def main() -> int:
     for target in ("baseline", "lake", "hand"):
         shutil.rmtree(args.out / target, ignore_errors=True)
 
-    # The bare copy reads the declared scalar types; CSV has no array type, so `tags` stays text.
-    flat = T.StructType(
-        [
-            T.StructField(
-                f.name, T.StringType() if isinstance(f.dataType, T.ArrayType) else f.dataType
-            )
-            for f in dataset.schema.struct().fields
-        ]
-    )
+    flat = flat_schema(dataset)
     t = time.monotonic()
     (
         spark.read.schema(flat)

@@ -68,15 +68,12 @@ def tree_rss_kinds(pid: int) -> dict[str, int]:
         except (OSError, IndexError, ValueError):
             continue
     kinds = {"anon": 0, "file": 0, "shmem": 0, "pss": 0}
-    todo = [pid]
+    todo: list[tuple[int, int | None]] = [(pid, None)]  # a process and its parent in the tree
     while todo:
-        current = todo.pop()
-        todo.extend(children.get(current, []))
+        current, parent = todo.pop()
+        todo.extend((child, current) for child in children.get(current, []))
         with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
-            parent = int(
-                (Path("/proc") / str(current) / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            )
-            if current != pid and shares_memory(current, parent):
+            if parent is not None and shares_memory(current, parent):
                 continue
             kinds["pss"] += pss(current)
             program = ""

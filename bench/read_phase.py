@@ -19,7 +19,6 @@ bare read are what to compare between machines.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,13 +27,12 @@ from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
-from pyspark.sql import types as T
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest_overhead import generated  # noqa: E402
+from ingest_overhead import flat_schema, generated, input_arguments  # noqa: E402
 
 from pipelines.config import resolve_config  # noqa: E402
 from pipelines.ingest import reading, validate  # noqa: E402
@@ -50,26 +48,14 @@ def timed(action: Callable[[], object]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=1024)
-    parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ingest_overhead")
-    args = parser.parse_args()
-
+    args = input_arguments(__doc__.splitlines()[0])
     raw = args.out / f"raw-{args.mb}mb"
     rows = generated(raw, args.mb, args.files)
     files = sorted(str(p) for p in raw.glob("*.csv"))
     spark = get_spark("local[*]")
     dataset = load_dataset(ROOT / "schemas", "events")
-    engine = resolve_config(lake=str(args.out / "lake"), schemas=str(ROOT / "schemas")).spark
-    flat = T.StructType(
-        [
-            T.StructField(
-                f.name, T.StringType() if isinstance(f.dataType, T.ArrayType) else f.dataType
-            )
-            for f in dataset.schema.struct().fields
-        ]
-    )
+    config = resolve_config(lake=str(args.out / "lake"), schemas=str(ROOT / "schemas"))
+    flat = flat_schema(dataset)
 
     def noop(frame: DataFrame) -> None:
         frame.write.format("noop").mode("overwrite").save()
@@ -77,7 +63,7 @@ def main() -> int:
     raw_frame = reading.read_raw(spark, dataset, files)
     typed = validate.with_typed_values(raw_frame, dataset)
     ruled = validate.with_rules(typed, dataset, None)
-    hashed = validate.with_content_hash(ruled, dataset.schema, engine.hash_engine)
+    hashed = validate.with_content_hash(ruled, dataset.schema, config.spark.hash_engine)
 
     def read_phase() -> None:
         persisted = hashed.persist(StorageLevel.DISK_ONLY)
