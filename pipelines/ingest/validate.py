@@ -50,20 +50,46 @@ _SHOWN_CHARS = 60  # how much of a bad value a reason quotes
 # %XX (Spark's Hive-style escaping); most file systems allow at most 255 bytes in a name.
 _PATH_ESCAPED = r"""[\x01-\x1f"#%'*/:=?\\\x7f{\[\]^]"""
 _MAX_NAME_BYTES = 255
+_PLAIN_JSON_STRING = r'"[^"\\\x00-\x1f]*+"'  # a JSON string without escapes or control characters
+_JSON_WHITE_SPACE = r"[ \t\r\n]++"
+_STRING_MARK = "\u0001"
 
 
 def typed_col(index: int) -> str:
     return f"__t{index}"
 
 
-def _cast_from_source(source: Column, source_type: T.DataType, target: T.DataType) -> Column:
+def cast_from_source(source: Column, source_type: T.DataType, target: T.DataType) -> Column:
     """Strict (ANSI) conversion: null when the value does not fit the target type."""
     complex_target = isinstance(target, T.ArrayType | T.MapType | T.StructType)
     if isinstance(source_type, T.StringType) and complex_target:
-        return F.from_json(source, cast(Any, target), {"mode": "PERMISSIVE", **STRICT_JSON})
+        parsed = F.from_json(source, cast(Any, target), {"mode": "PERMISSIVE", **STRICT_JSON})
+        if target == T.ArrayType(T.StringType()):
+            return F.coalesce(plain_string_array(source), parsed)
+        return parsed
     if isinstance(source_type, T.StringType) and isinstance(target, T.StringType):
         return source
     return source.try_cast(target)
+
+
+def plain_string_array(text: Column) -> Column:
+    """``array<string>`` from JSON text when it is a plain array (strings without escapes or
+    control characters, JSON white space between), else null: split by regular expressions,
+    about twice as fast as Spark's JSON parser, which reads the other texts.
+
+    Each whole string becomes U+0001 (which a plain array cannot hold: it is a control
+    character) and white space goes; a plain array is then ``[]`` or ``[`` + U+0001 + (``,`` +
+    U+0001) * n + ``]``, and any quote left over was not part of a string. No expression repeats
+    a group: Java's regular expressions recurse per repetition of a group, and a long array
+    would overflow the stack."""
+    shape = F.regexp_replace(
+        F.regexp_replace(text, _PLAIN_JSON_STRING, _STRING_MARK), _JSON_WHITE_SPACE, ""
+    )
+    one = F.lit(f"[{_STRING_MARK}]")
+    plain = (F.instr(text, _STRING_MARK) == 0) & (
+        (shape == F.lit("[]")) | (F.replace(shape, F.lit("," + _STRING_MARK), F.lit("")) == one)
+    )
+    return F.when(plain, F.regexp_extract_all(text, F.lit('"([^"]*+)"'), 1))
 
 
 def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
@@ -99,7 +125,7 @@ def with_typed_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
         source_type = frame.schema[value_col(i)].dataType
         if null_tokens and isinstance(source_type, T.StringType):
             source = F.when(~source.isin(null_tokens), source)
-        value = _cast_from_source(source, source_type, column.dtype)
+        value = cast_from_source(source, source_type, column.dtype)
         typed.append(value.alias(typed_col(i)))
         does_not_fit = source.isNotNull() & value.isNull()
         shown = F.substring(source.cast("string"), 1, _SHOWN_CHARS)
