@@ -32,6 +32,11 @@ EDGE_CASES = [
     '[,"a"]',
     '["a""b"]',
     '["a",,"b"]',
+    '[,"a""b"]',
+    '[,""""]',
+    '[ , "x" "y" ]',
+    '[,"a","b""c"]',
+    '["a"],"b"]',
     '["a,"]',
     '["a\\"b"]',
     '["\\u0041"]',
@@ -147,3 +152,11 @@ def test_typed_array_values_take_the_fast_path(spark: SparkSession, text: str) -
     plan = frame.select(value.alias("v"))._jdf.queryExecution().optimizedPlan().toString()
     assert "regexp_extract_all" in plan
     assert frame.select(value.alias("v")).first()[0] == json.loads(text)
+
+
+def test_a_string_longer_than_the_json_reader_takes_is_left_to_it(spark: SparkSession) -> None:
+    """Spark's JSON reader refuses a string of over 20,000,000 characters; so does the fast path."""
+    text = '["' + "a" * 20_000_100 + '"]'
+    (row,) = _compare(spark, [text])
+    assert row.parsed is None
+    assert row.fast is None
