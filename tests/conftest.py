@@ -21,12 +21,9 @@ from infra.s3 import server as s3_server
 from infra.spark import cluster as spark_cluster
 from pipelines import jvm
 from pipelines.spark import get_spark, s3a_options
+from tests.helpers import CONFORMANCE, REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
-CONFORMANCE = Path(
-    os.environ.get("LAKESHARD_CONFORMANCE", str(REPO.parent / "shared" / "conformance"))
-)
 
 # Small test data: few shuffle partitions, no UI, deterministic time zone.
 TEST_SPARK_CONF = ";".join(

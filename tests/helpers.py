@@ -19,6 +19,7 @@ from pipelines import cli
 from pipelines.runs.summary import accounting_holds
 
 __all__ = [
+    "CONFORMANCE",
     "REPO",
     "Receiver",
     "accounting_holds",
@@ -28,10 +29,25 @@ __all__ = [
     "declare",
     "ingest_quietly",
     "last_json_line",
+    "naughty_corpus",
     "run_cli",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
+# The outside bad-input corpora; tests that need them skip, or say so, where they are absent.
+CONFORMANCE = Path(
+    os.environ.get("LAKESHARD_CONFORMANCE", str(REPO.parent / "shared" / "conformance"))
+)
+
+
+def naughty_corpus(name: str) -> list[Any]:
+    """A file of the naughty-strings corpus (``blns.json``, ``blns.base64.json``) as loaded;
+    empty where the corpora are absent."""
+    path = CONFORMANCE / "naughty_strings" / name
+    if not path.is_file():
+        return []
+    loaded: list[Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def ingest_quietly(*args: str) -> dict[str, Any]:

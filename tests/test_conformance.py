@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from tests.conftest import CONFORMANCE
-from tests.helpers import accounting_holds, declare, ingest_quietly
+from tests.helpers import CONFORMANCE, accounting_holds, declare, ingest_quietly
 
 SPECTRUM = CONFORMANCE / "csv_spectrum" / "csvs"
 # Without the corpora, one placeholder case lets the `conformance` fixture skip with its reason.

@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import json
 import math
-import os
 import random
 import re
 import struct
@@ -36,13 +35,8 @@ from pipelines.columns import BLANK, CONTENT_HASH, REASON
 from pipelines.ingest import hashing
 from pipelines.ingest.validate import typed_col, with_content_hash
 from pipelines.schema.datasets import Column, SchemaVersion
+from tests.helpers import CONFORMANCE, naughty_corpus
 
-# As tests/conftest.py finds the corpora (importing it would also type-check infra/).
-CONFORMANCE = Path(
-    os.environ.get(
-        "LAKESHARD_CONFORMANCE", str(Path(__file__).resolve().parents[2] / "shared" / "conformance")
-    )
-)
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1)
 ROW = "_row"  # carried beside the hashed columns to match Spark's rows with the inputs
@@ -70,17 +64,9 @@ PYTHON_RUNS = settings(
 NAUGHTY_DIR = CONFORMANCE / "naughty_strings"
 
 
-def _corpus(name: str) -> list[Any]:
-    path = NAUGHTY_DIR / name
-    if not path.is_file():
-        return []
-    loaded: list[Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded
-
-
-NAUGHTY_STRINGS: list[str] = _corpus("blns.json")
+NAUGHTY_STRINGS: list[str] = naughty_corpus("blns.json")
 # The base64 twin also holds byte strings that are not UTF-8: binary values here.
-NAUGHTY_BYTES: list[bytes] = [base64.b64decode(s) for s in _corpus("blns.base64.json")]
+NAUGHTY_BYTES: list[bytes] = [base64.b64decode(s) for s in naughty_corpus("blns.base64.json")]
 
 # NUL, right-to-left mark and override, zero-width joiner and space, BOM, a lone combining
 # accent and a combined one, emoji (astral, a ZWJ family, a flag), line and paragraph

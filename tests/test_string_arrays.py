@@ -6,9 +6,7 @@ cut and spliced at random, hand-picked edge cases, and the naughty strings where
 from __future__ import annotations
 
 import json
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +16,8 @@ from pyspark.sql import types as T
 
 from pipelines.ingest.rawframe import STRICT_JSON
 from pipelines.ingest.validate import cast_from_source, plain_string_array
+from tests.helpers import naughty_corpus
 
-CONFORMANCE = Path(
-    os.environ.get(
-        "LAKESHARD_CONFORMANCE", str(Path(__file__).resolve().parents[2] / "shared" / "conformance")
-    )
-)
 EDGE_CASES = [
     "[]",
     "[ ]",
@@ -68,11 +62,6 @@ EDGE_CASES = [
 PIECES = ['"', "\\", "[", "]", ",", " ", "\t", "\n", "\x01", "x", "é", "\U0001f600", "u"]
 
 
-def _naughty() -> list[str]:
-    path = CONFORMANCE / "naughty_strings" / "blns.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-
-
 def _random_text(rng: random.Random) -> str:
     return "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 4)))
 
@@ -90,7 +79,7 @@ def _array_text(rng: random.Random, strings: list[str]) -> str:
 def _cases(seed: int, count: int) -> tuple[list[str], list[str]]:
     """(texts, the plain ones among them: arrays of strings that need no escape)."""
     rng = random.Random(seed)
-    naughty = _naughty()
+    naughty: list[str] = naughty_corpus("blns.json")
     texts: list[str] = list(EDGE_CASES)
     plain: list[str] = []
     for _ in range(count):
