@@ -5,15 +5,26 @@ import java.util.Arrays;
 import net.openhft.hashing.LongTupleHashFunction;
 
 import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.CreateNamedStruct;
 import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.expressions.codegen.Block;
 import org.apache.spark.sql.catalyst.expressions.codegen.CodeBlock;
 import org.apache.spark.sql.catalyst.expressions.codegen.CodegenContext;
 import org.apache.spark.sql.catalyst.expressions.codegen.ExprCode;
 import org.apache.spark.sql.catalyst.expressions.codegen.FalseLiteral$;
+import org.apache.spark.sql.types.BooleanType;
+import org.apache.spark.sql.types.ByteType;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.DateType;
+import org.apache.spark.sql.types.DoubleType;
+import org.apache.spark.sql.types.FloatType;
+import org.apache.spark.sql.types.IntegerType;
+import org.apache.spark.sql.types.LongType;
+import org.apache.spark.sql.types.ShortType;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.sql.types.TimestampNTZType;
+import org.apache.spark.sql.types.TimestampType;
 import scala.collection.immutable.IndexedSeq;
 import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
@@ -105,10 +116,18 @@ public final class ContentHash extends Expression implements java.io.Serializabl
   /**
    * Generated code calls {@link #hash} on this object: the expression takes part in whole-stage
    * code generation (a {@code CodegenFallback} would keep its whole projection out of it).
+   *
+   * <p>When the record is built in the same expression ({@code struct(a, b, …)}, as ingest
+   * does), its fields go into one {@link RowHasher#row} that the generated code keeps, each set
+   * with its own typed setter: Spark's own code for the struct boxes every value into a new
+   * {@code Object[]} and row per record.
    */
   @Override
   public ExprCode doGenCode(CodegenContext ctx, ExprCode ev) {
     String self = ctx.addReferenceObj("lakeshardContentHash", this, ContentHash.class.getName());
+    if (child instanceof CreateNamedStruct) {
+      return genFields(ctx, ev, self, (CreateNamedStruct) child);
+    }
     ExprCode record = child.genCode(ctx);
     String line =
         String.format(
@@ -116,6 +135,66 @@ public final class ContentHash extends Expression implements java.io.Serializabl
             ev.value(), self, record.isNull(), record.value());
     Block code = record.code().$plus(new CodeBlock(seq(line), seq()));
     return ev.copy(code, FalseLiteral$.MODULE$, ev.value());
+  }
+
+  /** A hasher for one instance of generated code (one task's projection). */
+  public RowHasher newHasher() {
+    return new RowHasher((StructType) child.dataType());
+  }
+
+  private ExprCode genFields(CodegenContext ctx, ExprCode ev, String self, CreateNamedStruct s) {
+    String hasher =
+        ctx.addMutableState(
+            RowHasher.class.getName(),
+            "lakeshardHasher",
+            v -> String.format("%s = %s.newHasher();", v, self),
+            true,
+            true);
+    Seq<Expression> values = s.valExprs();
+    StringBuilder code = new StringBuilder();
+    for (int i = 0; i < values.size(); i++) {
+      Expression value = values.apply(i);
+      ExprCode field = value.genCode(ctx);
+      code.append('\n')
+          .append(field.code().toString())
+          .append(
+              String.format(
+                  "%nif (%s) { %s.row.setNullAt(%d); } else { %s; }",
+                  field.isNull(),
+                  hasher,
+                  i,
+                  setter(hasher + ".row", value.dataType(), i, field.value().toString())));
+    }
+    code.append(String.format("%nbyte[] %s = %s.hash();", ev.value(), hasher));
+    Block block = new CodeBlock(seq(code.toString()), seq());
+    return ev.copy(block, FalseLiteral$.MODULE$, ev.value());
+  }
+
+  /** The setter of a {@code SpecificInternalRow} for a value of {@code type}: no boxing. */
+  private static String setter(String row, DataType type, int ordinal, String value) {
+    String kind = null;
+    if (type instanceof BooleanType) {
+      kind = "Boolean";
+    } else if (type instanceof ByteType) {
+      kind = "Byte";
+    } else if (type instanceof ShortType) {
+      kind = "Short";
+    } else if (type instanceof IntegerType || type instanceof DateType) {
+      kind = "Int";
+    } else if (type instanceof LongType
+        || type instanceof TimestampType
+        || type instanceof TimestampNTZType) {
+      kind = "Long";
+    } else if (type instanceof FloatType) {
+      kind = "Float";
+    } else if (type instanceof DoubleType) {
+      kind = "Double";
+    }
+    if (kind == null) {
+      // Hashed before the next record is read: a value pointing into a reused buffer is fine.
+      return String.format("%s.update(%d, %s)", row, ordinal, value);
+    }
+    return String.format("%s.set%s(%d, %s)", row, kind, ordinal, value);
   }
 
   @SafeVarargs
