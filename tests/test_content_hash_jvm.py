@@ -5,7 +5,9 @@ are in test_hash_properties.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +107,11 @@ def test_rows_the_python_engine_wrote_are_duplicates_for_the_jvm_engine(
 
 
 def test_inline_struct_struct_column_and_interpreted_hash_alike(spark: SparkSession) -> None:
-    """Three ways the JVM computes a hash: the record built inline (ingest's way; generated code
-    sets each field in a reused row), a struct column (generated code hashes the row it gets),
-    and without code generation (``eval``). All agree with the Python implementation, on every
-    field type, with nulls in each field."""
+    """The ways the JVM computes a hash: the record built inline (ingest's way; generated code
+    sets each field in a reused row), in whole-stage code generation or in a projection of its
+    own (its fields set in split methods), a struct column (generated code hashes the row it
+    gets), and without code generation (``eval``). All agree with the Python implementation, on
+    every field type; row k + 1 has field k null, after a row where it was not."""
     frame = spark.sql(
         "SELECT id, "
         "id % 2 = 0 AS b, CAST(id AS tinyint) AS y, CAST(-id AS smallint) AS s, "
@@ -117,44 +120,49 @@ def test_inline_struct_struct_column_and_interpreted_hash_alike(spark: SparkSess
         "CAST(id * 1e20 AS decimal(30,2)) AS w, repeat('é', CAST(id AS int)) AS t, "
         "CAST(repeat('x', CAST(id AS int)) AS binary) AS x, date_add(DATE'2024-01-01', "
         "CAST(id AS int)) AS day, TIMESTAMP'2024-03-01 10:00:00' + make_interval(0, 0, 0, 0, "
-        "0, 0, id) AS at, TIMESTAMP_NTZ'2024-03-01 10:00:00' AS ntz, "
-        "array(CAST(id AS string), NULL) AS a, map('k', CAST(id AS int)) AS m, "
-        "named_struct('z', 'é', 'k', CAST(id AS int)) AS r FROM range(12)"
+        "0, 0, id) AS at, TIMESTAMP_NTZ'2024-03-01 10:00:00' + make_interval(0, 0, 0, id) "
+        "AS ntz, array(CAST(id AS string), NULL) AS a, map('k', CAST(id AS int)) AS m, "
+        "named_struct('z', 'é', 'k', CAST(id AS int)) AS r FROM range(0, 40, 1, 1)"
     )
     names = frame.columns[1:]
-    # Row k has field k % len(names) null: every setter meets a null and a value.
     nulled = frame.select(
-        "id",
-        *[F.when(F.col("id") % len(names) != k, F.col(c)).alias(c) for k, c in enumerate(names)],
+        "id", *[F.when(F.col("id") != k + 1, F.col(c)).alias(c) for k, c in enumerate(names)]
     )
     inline = content_hash_column(F.struct(*names), "jvm")
-    as_column = nulled.select("id", F.struct(*names).alias("rec")).cache()
     python = content_hash_column(F.struct(*names), "python")
     expected = {r["id"]: bytes(r["h"]) for r in nulled.select("id", python.alias("h")).collect()}
-    assert len(set(expected.values())) == 12
+    assert len(set(expected.values())) == 40
 
     def hashes(frame: DataFrame, hashed: Column) -> dict[int, bytes]:
         return {r["id"]: bytes(r["h"]) for r in frame.select("id", hashed.alias("h")).collect()}
 
     assert "lakeshardHasher" in _generated_code(nulled.select(inline))
     assert hashes(nulled, inline) == expected
-    assert hashes(as_column, content_hash_column(F.col("rec"), "jvm")) == expected
-    interpreted = {
-        "spark.sql.codegen.wholeStage": "false",
-        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    }
-    saved = {key: spark.conf.get(key, None) for key in interpreted}
+    as_column = nulled.select("id", F.struct(*names).alias("rec")).cache()
     try:
-        for key, value in interpreted.items():
+        assert hashes(as_column, content_hash_column(F.col("rec"), "jvm")) == expected
+    finally:
+        as_column.unpersist()
+    for mode in ("CODEGEN_ONLY", "NO_CODEGEN"):
+        with _session_conf(
+            spark, {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": mode}
+        ):
+            assert hashes(nulled, inline) == expected, mode
+
+
+@contextlib.contextmanager
+def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    saved = {key: spark.conf.get(key, None) for key in settings}
+    try:
+        for key, value in settings.items():
             spark.conf.set(key, value)
-        assert hashes(nulled, inline) == expected
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
-        as_column.unpersist()
 
 
 def _generated_code(frame: DataFrame) -> str:

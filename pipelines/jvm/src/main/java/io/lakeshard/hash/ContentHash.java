@@ -1,6 +1,8 @@
 package io.lakeshard.hash;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 import net.openhft.hashing.LongTupleHashFunction;
 
@@ -25,6 +27,7 @@ import org.apache.spark.sql.types.ShortType;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.sql.types.TimestampNTZType;
 import org.apache.spark.sql.types.TimestampType;
+import scala.Tuple2;
 import scala.collection.immutable.IndexedSeq;
 import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
@@ -151,22 +154,31 @@ public final class ContentHash extends Expression implements java.io.Serializabl
             true,
             true);
     Seq<Expression> values = s.valExprs();
-    StringBuilder code = new StringBuilder();
+    List<String> fields = new ArrayList<>();
     for (int i = 0; i < values.size(); i++) {
       Expression value = values.apply(i);
       ExprCode field = value.genCode(ctx);
-      code.append('\n')
-          .append(field.code().toString())
-          .append(
-              String.format(
+      fields.add(
+          field.code().toString()
+              + String.format(
                   "%nif (%s) { %s.row.setNullAt(%d); } else { %s; }",
                   field.isNull(),
                   hasher,
                   i,
                   setter(hasher + ".row", value.dataType(), i, field.value().toString())));
     }
-    code.append(String.format("%nbyte[] %s = %s.hash();", ev.value(), hasher));
-    Block block = new CodeBlock(seq(code.toString()), seq());
+    // As Spark does for a struct: outside whole-stage code generation (a stage of over 100
+    // fields), a wide record's fields are set in several methods, each small enough for the JIT.
+    String set =
+        ctx.splitExpressionsWithCurrentInputs(
+            CollectionConverters.asScala(fields).toList(),
+            "lakeshardSetFields",
+            CollectionConverters.asScala(new ArrayList<Tuple2<String, String>>()).toList(),
+            "void",
+            body -> body,
+            calls -> calls.mkString("", ";\n", ";"));
+    String code = String.format("%n%s%nbyte[] %s = %s.hash();", set, ev.value(), hasher);
+    Block block = new CodeBlock(seq(code), seq());
     return ev.copy(block, FalseLiteral$.MODULE$, ev.value());
   }
 
