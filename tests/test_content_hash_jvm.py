@@ -5,9 +5,7 @@ are in test_hash_properties.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pyspark.sql import functions as F
 
 from pipelines import cli
 from pipelines.ingest.validate import content_hash_column
+from pipelines.storage.listing import session_settings
 from tests.helpers import accounting_holds, ingest_quietly, last_json_line
 
 
@@ -144,25 +143,10 @@ def test_inline_struct_struct_column_and_interpreted_hash_alike(spark: SparkSess
     finally:
         as_column.unpersist()
     for mode in ("CODEGEN_ONLY", "NO_CODEGEN"):
-        with _session_conf(
+        with session_settings(
             spark, {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": mode}
         ):
             assert hashes(nulled, inline) == expected, mode
-
-
-@contextlib.contextmanager
-def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    saved = {key: spark.conf.get(key, None) for key in settings}
-    try:
-        for key, value in settings.items():
-            spark.conf.set(key, value)
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def _generated_code(frame: DataFrame) -> str:
