@@ -42,21 +42,11 @@ public final class ContentHash extends Expression implements java.io.Serializabl
   private static final LongTupleHashFunction XXH3_128 = LongTupleHashFunction.xx128();
 
   private final Expression child;
-  private transient ThreadLocal<State> state;
+  // For eval and for a struct column's generated code (both call hash(record)): one per thread.
+  private transient ThreadLocal<RowHasher> hashers;
 
   public ContentHash(Expression child) {
     this.child = child;
-  }
-
-  /** What one thread reuses from row to row. */
-  private static final class State {
-    final CanonicalEncoder encoder;
-    final Buffer buffer = new Buffer(256);
-    final long[] digest = new long[2];
-
-    State(StructType schema) {
-      encoder = new CanonicalEncoder(schema);
-    }
   }
 
   public Expression child() {
@@ -90,9 +80,10 @@ public final class ContentHash extends Expression implements java.io.Serializabl
 
   /** The content hash of one record (null: a record without fields). */
   public byte[] hash(InternalRow record) {
-    State s = state();
-    s.encoder.encode(record, s.buffer);
-    return digest(s.buffer.array(), s.buffer.size(), s.digest);
+    if (hashers == null) {
+      hashers = ThreadLocal.withInitial(this::newHasher);
+    }
+    return hashers.get().hash(record);
   }
 
   /** xxhash's canonical digest: the high 64 bits then the low, each big-endian. */
@@ -106,14 +97,6 @@ public final class ContentHash extends Expression implements java.io.Serializabl
       out[8 + k] = (byte) (low >>> (56 - 8 * k));
     }
     return out;
-  }
-
-  private State state() {
-    if (state == null) {
-      StructType schema = (StructType) child.dataType();
-      state = ThreadLocal.withInitial(() -> new State(schema));
-    }
-    return state.get();
   }
 
   /**
